@@ -1,0 +1,33 @@
+"""Token-level KD losses over a vocabulary, +ATKD for any of them, and the per-token probe view.
+
+    loss = build_loss({"name": "fkl", "atkd": {"k": 0.5, "lam": 0.2}})
+    value = loss(student_logits, teacher_logits, labels)          # logits [B, T, V], labels [B, T]
+    parts = token_parts(student_logits, teacher_logits, labels)   # unc, tkd, dkd, base per valid token
+
+New divergences register with `register_divergence` and get +ATKD, chunking and masking for free.
+"""
+
+from atkd.losses.core import (
+    IGNORE_INDEX,
+    AtkdConfig,
+    KDLoss,
+    LossConfig,
+    build_loss,
+    parse_spec,
+    token_parts,
+    valid_names,
+)
+from atkd.losses.divergences import DIVERGENCES, register_divergence
+
+__all__ = [
+    "DIVERGENCES",
+    "IGNORE_INDEX",
+    "AtkdConfig",
+    "KDLoss",
+    "LossConfig",
+    "build_loss",
+    "parse_spec",
+    "register_divergence",
+    "token_parts",
+    "valid_names",
+]

@@ -1,0 +1,218 @@
+"""Benchmark: the loss library against the plain reference, forward + backward, time and peak memory.
+
+For each loss (with and without +ATKD), vocabulary and token count, both implementations run side by
+side in one process on the same inputs; each row of the CSV is one (implementation, config) with the
+median time over repeats and the peak memory the loss added above its inputs:
+
+- CUDA: `torch.cuda.max_memory_allocated` after a reset;
+- CPU: the process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs), which
+  counts what the allocator really touched.
+
+Configurations whose estimated reference footprint exceeds `--max-gb` are written as `skipped` rows
+rather than silently left out. Run `python benchmarks/losses.py --help` for the grid options; the
+summary of ratios (reference / library) is printed at the end and written next to the CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import gc
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the reference implementation lives with the tests
+
+import reference_losses as ref  # noqa: E402
+
+from atkd.losses import build_loss  # noqa: E402
+
+LOSSES = ["fkl", "rkl", "tvd", "jsd", "skl", "srkl", "dkd", "ce"]
+FIELDS = [
+    "device",
+    "dtype",
+    "loss",
+    "atkd",
+    "vocab",
+    "tokens",
+    "impl",
+    "status",
+    "time_ms",
+    "peak_mb",
+    "threads",
+]
+# Full-size [tokens x vocab] temporaries the reference keeps alive, roughly (for the skip estimate).
+REF_TENSORS = 14
+
+
+_LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+
+
+def _trim() -> None:
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)  # hand freed heap memory back, so RSS shows only live data
+
+
+def _rss_peak_reset() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _rss_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+def measure(fn, device: torch.device, repeats: int) -> tuple[float, float]:
+    """Median wall time (ms) of fn() and its peak memory above the memory in use before it (MB)."""
+    fn()  # warm-up (allocator, kernels)
+    times, peaks = [], []
+    for _ in range(repeats):
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+        else:
+            _trim()
+            before = _rss_mb("VmRSS")
+            _rss_peak_reset()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            peaks.append((torch.cuda.max_memory_allocated() - before) / 2**20)
+        else:
+            peaks.append(_rss_mb("VmHWM") - before)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), max(peaks)
+
+
+def make_inputs(tokens: int, vocab: int, dtype: torch.dtype, device: torch.device, seed: int = 0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    s = (torch.randn(1, tokens, vocab, generator=g) * 2).to(dtype=dtype, device=device).requires_grad_(True)
+    t = (torch.randn(1, tokens, vocab, generator=g) * 4).to(dtype=dtype, device=device)
+    y = torch.randint(0, vocab, (1, tokens), generator=g)
+    y[torch.rand(1, tokens, generator=g) < 0.1] = -100  # some prompt/padding positions
+    return s, t, y.to(device)
+
+
+def run_one(impl: str, loss: str, atkd: bool, s, t, y):
+    """Return a closure doing one forward + backward of `impl` ("library" or "reference")."""
+    atkd_spec = {"k": 0.5, "lam": 0.2} if atkd else None
+    if impl == "library":
+        fn = build_loss({"name": loss, "atkd": atkd_spec})
+
+        def step():
+            out = fn(s, t, y)
+            out.backward()
+            s.grad = None
+
+    else:
+
+        def step():
+            out = ref.loss(s, t, y, loss, atkd=atkd_spec)
+            out.backward()
+            s.grad = None
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vocab", type=int, nargs="+", default=[4096, 50257, 128256])
+    ap.add_argument("--tokens", type=int, nargs="+", default=[2048, 4096, 8192])
+    ap.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
+    ap.add_argument("--atkd", nargs="+", default=["off", "on"], choices=["off", "on"])
+    ap.add_argument("--impl", nargs="+", default=["library", "reference"], choices=["library", "reference"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-gb", type=float, default=16.0, help="skip configs whose reference needs more")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "losses.csv")
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for vocab in args.vocab:
+        for tokens in args.tokens:
+            gb = REF_TENSORS * tokens * vocab * 4 / 2**30
+            s, t, y = (None, None, None) if gb > args.max_gb else make_inputs(tokens, vocab, dtype, device)
+            for loss in args.losses:
+                for atkd in args.atkd:
+                    if loss == "ce" and atkd == "on":
+                        continue
+                    for impl in args.impl:
+                        row = dict(
+                            device=device.type,
+                            dtype=args.dtype,
+                            loss=loss,
+                            atkd=atkd,
+                            vocab=vocab,
+                            tokens=tokens,
+                            impl=impl,
+                            threads=torch.get_num_threads(),
+                        )
+                        if s is None:
+                            row.update(
+                                status=f"skipped: reference needs ~{gb:.0f} GB > --max-gb",
+                                time_ms="",
+                                peak_mb="",
+                            )
+                        else:
+                            ms, mb = measure(run_one(impl, loss, atkd == "on", s, t, y), device, args.repeats)
+                            row.update(status="ok", time_ms=f"{ms:.1f}", peak_mb=f"{mb:.0f}")
+                        rows.append(row)
+                        print(",".join(str(row[k]) for k in FIELDS), flush=True)
+            del s, t, y
+            gc.collect()
+    tmp = args.out.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, args.out)
+    summary = summarise(rows)
+    tmp = args.out.with_suffix(".md.tmp")
+    tmp.write_text(summary)
+    os.replace(tmp, args.out.with_suffix(".md"))
+    print(summary)
+    return 0
+
+
+def summarise(rows: list[dict]) -> str:
+    """Markdown table of reference/library ratios (time and peak memory) per config."""
+    by = {}
+    for r in rows:
+        if r["status"] == "ok":
+            by[(r["loss"], r["atkd"], r["vocab"], r["tokens"], r["impl"])] = r
+    lines = [
+        "| loss | +ATKD | vocab | tokens | library ms | reference ms | speed-up | library MB | reference MB "
+        "| memory ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (loss, atkd, vocab, tokens, impl), lib in by.items():
+        if impl != "library" or (loss, atkd, vocab, tokens, "reference") not in by:
+            continue
+        r = by[(loss, atkd, vocab, tokens, "reference")]
+        lt, rt = float(lib["time_ms"]), float(r["time_ms"])
+        lm, rm = max(float(lib["peak_mb"]), 1.0), max(float(r["peak_mb"]), 1.0)
+        lines.append(
+            f"| {loss} | {atkd} | {vocab} | {tokens} | {lt:.0f} | {rt:.0f} | {rt / lt:.2f}x "
+            f"| {lm:.0f} | {rm:.0f} | {rm / lm:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
