@@ -1,0 +1,110 @@
+"""The report stage: tables and figures from the tidy result files, and the collection of per-run rows.
+
+    atkd collect --out results/metrics.csv results/runs/*/eval/metrics.csv
+    atkd report --metrics results/metrics.csv --models results/models.csv \
+        --tables results/tables --figures figures
+
+`collect` only concatenates and checks the per-run tidy tables; `report` reads nothing but the tidy
+files it is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from atkd.fsutil import atomic_write_text
+from atkd.report.figures import teacher_sweep
+from atkd.report.tables import (
+    METRIC_COLUMNS,
+    load_metrics,
+    load_models,
+    main_table,
+    primary_metrics,
+    scores,
+    to_markdown,
+)
+
+__all__ = ["collect", "report"]
+
+
+def collect(paths: list[Path], out: Path) -> pd.DataFrame:
+    """Concatenate per-run tidy metric tables into one, checking columns and duplicates."""
+    if not paths:
+        raise ValueError("collect needs at least one metrics file")
+    frames = []
+    for path in paths:
+        df = pd.read_csv(path, dtype={"teacher": str, "atkd": str, "run": str}, keep_default_na=False)
+        missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        frames.append(df)
+    all_rows = pd.concat(frames, ignore_index=True)
+    key = ["run", "task", "metric"] + [c for c in ("sample_seed",) if c in all_rows.columns]
+    dup = all_rows.duplicated(key)
+    if dup.any():
+        raise ValueError(f"duplicate rows for {all_rows[dup].iloc[0][key].to_dict()}")
+    atomic_write_text(out, all_rows.to_csv(index=False))
+    return all_rows
+
+
+def report(
+    metrics: Path,
+    models: Path,
+    tables: Path,
+    figures: Path,
+    methods: list[str] | None = None,
+    primary: dict[str, str] | None = None,
+) -> list[Path]:
+    """Write `tables/main.{csv,md}` and `figures/teacher_sweep.{png,pdf}`; returns the written paths."""
+    df = load_metrics(metrics)
+    mdl = load_models(models)
+    prim = primary_metrics(df, primary)
+    order = list(methods or []) + sorted(set(df["method"]) - set(methods or []))
+    stats = main_table(df, prim, order)
+    out = [tables / "main.csv", tables / "main.md"]
+    atomic_write_text(out[0], stats.to_csv(index=False))
+    atomic_write_text(out[1], to_markdown(stats, prim))
+    out += teacher_sweep(scores(df, prim), mdl, figures / "teacher_sweep", order)
+    return out
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected task=metric, got {item!r}")
+        out[key] = value
+    return out
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add `atkd collect` and `atkd report`."""
+    p = sub.add_parser("collect", help="concatenate per-run tidy metrics into one table")
+    p.add_argument("inputs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+
+    def run_collect(a: argparse.Namespace) -> int:
+        rows = collect(a.inputs, a.out)
+        print(f"{a.out}: {len(rows)} rows from {len(a.inputs)} file(s)")
+        return 0
+
+    p.set_defaults(func=run_collect)
+
+    p = sub.add_parser("report", help="tables and figures from the tidy result files")
+    p.add_argument("--metrics", type=Path, required=True)
+    p.add_argument("--models", type=Path, required=True)
+    p.add_argument("--tables", type=Path, required=True)
+    p.add_argument("--figures", type=Path, required=True)
+    p.add_argument("--methods", nargs="*", default=None, help="method order (colours, rows)")
+    p.add_argument("--primary", nargs="*", default=[], help="task=metric that scores a task")
+
+    def run_report(a: argparse.Namespace) -> int:
+        for path in report(a.metrics, a.models, a.tables, a.figures, a.methods, _pairs(a.primary)):
+            print(path)
+        return 0
+
+    p.set_defaults(func=run_report)

@@ -1,0 +1,87 @@
+"""Figures of the study, drawn from the tidy score tables only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from atkd.report.tables import AVERAGE  # noqa: E402
+
+# One colour per method, stable across every figure of the suite.
+PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+
+
+def method_colours(methods: Sequence[str]) -> dict[str, str]:
+    """Colour of each method (in the given, configured order)."""
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
+
+
+def save_figure(fig: plt.Figure, stem: Path) -> list[Path]:
+    """Save as PNG and PDF (atomically) and close; returns the written paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in ("png", "pdf"):
+        path = stem.with_suffix(f".{ext}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        os.replace(tmp, path)
+        out.append(path)
+    plt.close(fig)
+    return out
+
+
+def teacher_sweep(
+    scores: pd.DataFrame, models: pd.DataFrame, stem: Path, methods: Sequence[str], task: str = AVERAGE
+) -> list[Path]:
+    """Student score vs teacher size, one line per method, solid without and dashed with ATKD.
+
+    Error bars are the standard deviation over seeds; methods without a teacher (SFT) are drawn as a
+    horizontal band.
+    """
+    params = dict(zip(models["model"], models["params"], strict=False))
+    sc = scores[scores["task"] == task]
+    colours = method_colours(methods)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method in methods:
+        for atkd, style in (("off", "-"), ("on", "--")):
+            sub = sc[(sc["method"] == method) & (sc["atkd"] == atkd)]
+            if sub.empty:
+                continue
+            label = f"{method} + ATKD" if atkd == "on" else method
+            if (sub["teacher"] == "").all():
+                mean, std = sub["value"].mean(), sub["value"].std(ddof=1)
+                ax.axhline(mean, color=colours[method], ls=":", lw=1.5, label=f"{label} (no teacher)")
+                if pd.notna(std):
+                    ax.axhspan(mean - std, mean + std, color=colours[method], alpha=0.12, lw=0)
+                continue
+            g = sub.groupby("teacher")["value"]
+            agg = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1)}).reset_index()
+            agg["params"] = agg["teacher"].map(params)
+            if agg["params"].isna().any():
+                missing = sorted(agg.loc[agg["params"].isna(), "teacher"])
+                raise ValueError(f"teacher(s) {missing} are not in models.csv")
+            agg = agg.sort_values("params")
+            ax.errorbar(
+                agg["params"],
+                agg["mean"],
+                yerr=agg["std"].fillna(0),
+                color=colours[method],
+                ls=style,
+                marker="o" if atkd == "off" else "s",
+                capsize=3,
+                label=label,
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("teacher parameters")
+    ax.set_ylabel("student score" + (" (average over tasks)" if task == AVERAGE else f" ({task})"))
+    ax.set_title("Student quality vs teacher size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return save_figure(fig, stem)

@@ -1,0 +1,137 @@
+"""Tables of the study from the tidy result files only (`metrics.csv`, `models.csv`).
+
+`metrics.csv` is one long table, one row per measured number:
+    run, student, teacher, method, atkd, seed, task, metric, value
+(`teacher` is empty for runs without one, e.g. SFT; `atkd` is "on" or "off"). `models.csv` lists
+every model of the study: model, role, params. Nothing here reads checkpoints, logs or configs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METRIC_COLUMNS = ["run", "student", "teacher", "method", "atkd", "seed", "task", "metric", "value"]
+MODEL_COLUMNS = ["model", "role", "params"]
+# Which metric scores a task when none is configured: the study's judge ratio for generation
+# suites, accuracy (or exact match) for the understanding ones.
+PRIMARY_PREFERENCE = ("judge_ratio", "acc", "exact_match", "rougeL")
+AVERAGE = "avg"
+
+
+def _check_columns(df: pd.DataFrame, columns: Sequence[str], path: Path | str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(columns)}")
+
+
+def load_metrics(path: Path | str) -> pd.DataFrame:
+    """Read and check the tidy metrics table."""
+    df = pd.read_csv(path, dtype={"teacher": str, "atkd": str, "run": str}, keep_default_na=False)
+    _check_columns(df, METRIC_COLUMNS, path)
+    df["value"] = pd.to_numeric(df["value"], errors="raise")
+    df["seed"] = df["seed"].astype(int)
+    bad = sorted(set(df["atkd"]) - {"on", "off"})
+    if bad:
+        raise ValueError(f"{path}: column atkd must be 'on' or 'off', found {bad}")
+    return df
+
+
+def load_models(path: Path | str) -> pd.DataFrame:
+    """Read and check the tidy model list."""
+    df = pd.read_csv(path)
+    _check_columns(df, MODEL_COLUMNS, path)
+    return df
+
+
+def primary_metrics(df: pd.DataFrame, configured: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The metric that scores each task: the configured one, else the first of PRIMARY_PREFERENCE present."""
+    configured = dict(configured or {})
+    out = {}
+    for task, metrics in df.groupby("task")["metric"]:
+        present = set(metrics)
+        if task in configured:
+            if configured[task] not in present:
+                raise ValueError(
+                    f"task {task!r} has no metric {configured[task]!r}; it has {sorted(present)}"
+                )
+            out[task] = configured[task]
+            continue
+        choice = next((m for m in PRIMARY_PREFERENCE if m in present), None)
+        if choice is None:
+            raise ValueError(f"task {task!r}: none of {PRIMARY_PREFERENCE} present ({sorted(present)})")
+        out[task] = choice
+    return out
+
+
+def scores(df: pd.DataFrame, primary: Mapping[str, str]) -> pd.DataFrame:
+    """One score per (teacher, method, atkd, seed, task), plus the task average as task 'avg'."""
+    keep = pd.Series(False, index=df.index)
+    for task, metric in primary.items():
+        keep |= (df["task"] == task) & (df["metric"] == metric)
+    s = df[keep][["teacher", "method", "atkd", "seed", "task", "value"]]
+    dup = s.duplicated(["teacher", "method", "atkd", "seed", "task"])
+    if dup.any():
+        raise ValueError(f"duplicate scores for {s[dup].iloc[0].to_dict()}")
+    tasks = sorted(primary)
+    wide = s.pivot_table(index=["teacher", "method", "atkd", "seed"], columns="task", values="value")
+    complete = wide[tasks].notna().all(axis=1)
+    wide.loc[complete, AVERAGE] = wide.loc[complete, tasks].mean(axis=1)
+    long = wide.reset_index().melt(id_vars=["teacher", "method", "atkd", "seed"], var_name="task")
+    return long.dropna(subset=["value"])
+
+
+def main_table(
+    df: pd.DataFrame, primary: Mapping[str, str], method_order: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Mean, std and seed count per (teacher, method, atkd) and task, with +ATKD deltas."""
+    sc = scores(df, primary)
+    g = sc.groupby(["teacher", "method", "atkd", "task"])["value"]
+    stats = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
+    on = stats[stats["atkd"] == "on"].set_index(["teacher", "method", "task"])
+    off = stats[stats["atkd"] == "off"].set_index(["teacher", "method", "task"])
+    both = on.index.intersection(off.index)
+    delta = (on.loc[both, "mean"] - off.loc[both, "mean"]).rename("delta_atkd").reset_index()
+    stats = stats.merge(delta.assign(atkd="on"), on=["teacher", "method", "task", "atkd"], how="left")
+    order = {m: i for i, m in enumerate(method_order)}
+    stats["_m"] = stats["method"].map(lambda m: order.get(m, len(order)))
+    tasks = [t for t in sorted(primary)] + [AVERAGE]
+    stats["_t"] = stats["task"].map({t: i for i, t in enumerate(tasks)})
+    stats = stats.sort_values(["teacher", "_m", "method", "atkd", "_t"]).drop(columns=["_m", "_t"])
+    return stats.reset_index(drop=True)
+
+
+def _fmt(mean: float, std: float, n: int, digits: int = 3) -> str:
+    if n > 1 and not np.isnan(std):
+        return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f}"
+
+
+def to_markdown(stats: pd.DataFrame, primary: Mapping[str, str]) -> str:
+    """A Markdown table: one row per (teacher, method, atkd), one column per task plus the average."""
+    tasks = [t for t in sorted(primary)] + [AVERAGE]
+    header = ["teacher", "method", "+ATKD", *[f"{t} ({primary[t]})" if t in primary else t for t in tasks]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (teacher, method, atkd), rows in stats.groupby(["teacher", "method", "atkd"], sort=False):
+        by_task = rows.set_index("task")
+        cells = []
+        for t in tasks:
+            if t not in by_task.index:
+                cells.append("")
+                continue
+            r = by_task.loc[t]
+            cell = _fmt(r["mean"], r["std"], int(r["n"]))
+            if atkd == "on" and not pd.isna(r.get("delta_atkd")):
+                cell += f" ({r['delta_atkd']:+.3f})"
+            cells.append(cell)
+        lines.append("| " + " | ".join([teacher or "-", method, atkd, *cells]) + " |")
+    n_seeds = int(stats["n"].max()) if len(stats) else 0
+    lines.append("")
+    lines.append(
+        f"Mean ± standard deviation over seeds (up to {n_seeds}); in +ATKD rows the parenthesis is the "
+        "difference of means to the same method without ATKD."
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,126 @@
+"""The report stage reads only the tidy files and computes what the tables say."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from atkd.report import collect, report
+from atkd.report.tables import load_metrics, main_table, primary_metrics
+
+TASKS = {"dolly": "judge_ratio", "mmlu": "acc"}
+
+
+def tidy_rows() -> list[dict]:
+    rows = []
+    for teacher in ("t-small", "t-big"):
+        for atkd in ("off", "on"):
+            for seed in (1, 2):
+                for task, metric in TASKS.items():
+                    value = 0.5 + 0.1 * (atkd == "on") + 0.01 * seed + (0.05 if teacher == "t-big" else 0)
+                    run = f"kd-{teacher}-{atkd}-{seed}"
+                    rows.append(
+                        dict(
+                            run=run,
+                            student="s",
+                            teacher=teacher,
+                            method="kd",
+                            atkd=atkd,
+                            seed=seed,
+                            task=task,
+                            metric=metric,
+                            value=value,
+                        )
+                    )
+                    rows.append(
+                        dict(
+                            run=run,
+                            student="s",
+                            teacher=teacher,
+                            method="kd",
+                            atkd=atkd,
+                            seed=seed,
+                            task=task,
+                            metric="rougeL",
+                            value=0.2,
+                        )
+                    )
+    for seed in (1, 2):
+        for task, metric in TASKS.items():
+            rows.append(
+                dict(
+                    run=f"sft-{seed}",
+                    student="s",
+                    teacher="",
+                    method="sft",
+                    atkd="off",
+                    seed=seed,
+                    task=task,
+                    metric=metric,
+                    value=0.4 + 0.02 * seed,
+                )
+            )
+    return rows
+
+
+def test_main_table_means_stds_and_deltas():
+    df = pd.DataFrame(tidy_rows())
+    stats = main_table(df, primary_metrics(df), ["sft", "kd"])
+    row = stats[
+        (stats.teacher == "t-big") & (stats.method == "kd") & (stats.atkd == "on") & (stats.task == "avg")
+    ]
+    assert row["mean"].item() == pytest.approx(0.5 + 0.1 + 0.015 + 0.05)
+    assert row["std"].item() == pytest.approx(pd.Series([0.01, 0.02]).std())
+    assert row["delta_atkd"].item() == pytest.approx(0.1)
+    assert row["n"].item() == 2
+    sft = stats[(stats.method == "sft") & (stats.task == "dolly")]
+    assert sft["mean"].item() == pytest.approx(0.43)
+
+
+def test_primary_metric_preference_and_errors():
+    df = pd.DataFrame(tidy_rows())
+    assert primary_metrics(df) == TASKS
+    assert primary_metrics(df, {"dolly": "rougeL"})["dolly"] == "rougeL"
+    with pytest.raises(ValueError, match="has no metric 'bleu'"):
+        primary_metrics(df, {"dolly": "bleu"})
+
+
+def test_report_from_tidy_files_only(tmp_path):
+    runs = tmp_path / "runs"
+    df = pd.DataFrame(tidy_rows())
+    paths = []
+    for run, part in df.groupby("run"):
+        path = runs / run / "metrics.csv"
+        path.parent.mkdir(parents=True)
+        part.to_csv(path, index=False)
+        paths.append(path)
+    metrics = tmp_path / "metrics.csv"
+    collect(paths, metrics)
+    assert len(load_metrics(metrics)) == len(df)
+    models = tmp_path / "models.csv"
+    pd.DataFrame(
+        {
+            "model": ["t-small", "t-big", "s"],
+            "role": ["teacher", "teacher", "student"],
+            "params": [1e5, 1e6, 5e4],
+        }
+    ).to_csv(models, index=False)
+    # nothing but the two tidy files is in reach of the report
+    out = report(metrics, models, tmp_path / "tables", tmp_path / "figures", ["sft", "kd"])
+    names = sorted(p.name for p in out)
+    assert names == ["main.csv", "main.md", "teacher_sweep.pdf", "teacher_sweep.png"]
+    md = (tmp_path / "tables" / "main.md").read_text()
+    assert "dolly (judge_ratio)" in md and "(+0.100)" in md
+    assert all(p.stat().st_size > 0 for p in out)
+
+
+def test_collect_rejects_duplicates_and_missing_columns(tmp_path):
+    df = pd.DataFrame(tidy_rows()[:2])
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    df.to_csv(a, index=False)
+    df.to_csv(b, index=False)
+    with pytest.raises(ValueError, match="duplicate rows"):
+        collect([a, b], tmp_path / "out.csv")
+    df.drop(columns=["seed"]).to_csv(b, index=False)
+    with pytest.raises(ValueError, match="missing column"):
+        collect([b], tmp_path / "out.csv")
