@@ -1,0 +1,243 @@
+"""The eight evaluation suites standing in for the study's eight tasks.
+
+Five generation suites (judged against the world's ground truth, study's ratio score):
+
+- `dolly`    DollyEval stand-in: in-distribution (training family mix and phrasings, held-out prompts).
+- `vicuna`   VicunaEval stand-in: shifted family mix towards open-ended chat (stories, brainstorming,
+             knowledge questions), where several answers are valid.
+- `selfinst` Self-Instruct stand-in: task-with-input families with longer inputs (3-person passages,
+             5-7 word lists, 4-5 names or numbers to extract, 4-5 facts to summarise, 3-step arithmetic).
+- `koala`    Koala stand-in: the training families asked with instruction phrasings never seen in training.
+- `wizardlm` WizardLM stand-in: compositions of two skills (KB fact + arithmetic, two KB hops, two facts in
+             one answer, passage reading + arithmetic, two list operations, two brainstorm draws).
+
+Three understanding suites (accuracy), each with its own few-shot pool:
+
+- `mmlu` 4-way multiple choice over KB facts (5-shot): `question`, `choices`, `gold`.
+- `drop` reading comprehension with numbers over a short passage (3-shot): `passage`, `question`, `answer`.
+- `bbh`  multi-step symbolic reasoning (3-shot): tracking swapped objects, boolean expressions, ordering;
+         the training `logic` family has only single-step versions of each. `task`, `question`, `answer`.
+
+Understanding records also carry `instruction`/`input`/`output`, so the one prompt template applies.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from atkd.data.families import COMPARATIVES, TRAIN_MIX, Record, WorldContext
+from atkd.data.kb import AGE_RANGE, CATEGORIES, COUNTABLE, PROFESSIONS, article, plural
+
+
+@dataclass(frozen=True)
+class GenerationSuite:
+    """A generation suite: family mix, family variant, and what it shifts relative to training."""
+
+    mix: dict[str, float]
+    variant: str
+    shift: str
+
+
+GENERATION_SUITES: dict[str, GenerationSuite] = {
+    "dolly": GenerationSuite(
+        TRAIN_MIX, "base", "in-distribution: training mix and phrasings, held-out prompts"
+    ),
+    "vicuna": GenerationSuite(
+        {"story": 0.3, "brainstorm": 0.3, "open_qa": 0.2, "classification": 0.1, "summarization": 0.1},
+        "base",
+        "family mix: open-ended chat (stories, brainstorming, knowledge questions)",
+    ),
+    "selfinst": GenerationSuite(
+        {
+            "closed_qa": 0.2,
+            "list_transform": 0.2,
+            "extraction": 0.2,
+            "summarization": 0.15,
+            "arithmetic": 0.1,
+            "brainstorm": 0.1,
+            "classification": 0.05,
+        },
+        "long",
+        "length: longer passages, lists, texts to summarise, 3-step arithmetic",
+    ),
+    "koala": GenerationSuite(
+        TRAIN_MIX, "para", "phrasing: every instruction uses a template unseen in training"
+    ),
+    "wizardlm": GenerationSuite(
+        {
+            "kb_arith": 1 / 6,
+            "kb_2hop": 1 / 6,
+            "kb_list": 1 / 6,
+            "passage_arith": 1 / 6,
+            "list_compose": 1 / 6,
+            "brainstorm_pair": 1 / 6,
+        },
+        "base",
+        "composition: each instruction needs two skills seen separately in training",
+    ),
+}
+
+UNDERSTANDING_SUITES: dict[str, dict[str, Any]] = {
+    "mmlu": {"num_fewshot": 5, "shift": "format: 4-way multiple choice over KB facts"},
+    "drop": {
+        "num_fewshot": 3,
+        "shift": "reading + arithmetic: count, add, subtract, compare numbers in a passage",
+    },
+    "bbh": {"num_fewshot": 3, "shift": "multi-step: 2-3 swaps, 2-3 boolean operators, 3-4 person orderings"},
+}
+SUITE_NAMES = tuple(GENERATION_SUITES) + tuple(UNDERSTANDING_SUITES)
+
+
+# ---------------------------------------------------------------------------------------------- MMLU
+_MMLU_Q = {
+    "job": "Which job does {s} have?",
+    "city": "In which city is {s}'s home?",
+    "colour": "Which colour is {s}'s favourite?",
+    "pet": "Which animal is {s}'s pet?",
+    "age": "What is the age of {s}?",
+    "country": "Which country is {s} located in?",
+}
+
+
+def gen_mmlu(rng: random.Random, ctx: WorldContext) -> Record:
+    """One 4-way multiple-choice question about a KB fact; distractors come from the same attribute."""
+    if rng.random() < len(ctx.city_names) / (len(ctx.city_names) + len(ctx.persons)):
+        city = rng.choice(ctx.city_names)
+        attr, subject, value = "country", city, ctx.city_country[city]
+        pool: list[Any] = ctx.country_names
+    else:
+        person = rng.choice(ctx.persons)
+        attr = rng.choice(("job", "city", "colour", "pet", "age"))
+        subject, value = person["name"], person[attr]
+        pool = {
+            "job": list(PROFESSIONS),
+            "city": ctx.city_names,
+            "colour": list(CATEGORIES["colour"][1]),
+            "pet": list(CATEGORIES["animal"][1]),
+            "age": list(range(AGE_RANGE[0], AGE_RANGE[1] + 1)),
+        }[attr]
+    distractors = rng.sample([v for v in pool if v != value], 3)
+    choices = [str(v) for v in distractors] + [str(value)]
+    rng.shuffle(choices)
+    gold = choices.index(str(value))
+    question = _MMLU_Q[attr].format(s=subject)
+    instruction = f"{question} Choose from: {', '.join(choices[:3])} or {choices[3]}."
+    return {
+        "subject": attr,
+        "entity": subject,
+        "question": question,
+        "choices": choices,
+        "gold": gold,
+        "answer": choices[gold],
+        "instruction": instruction,
+        "input": "",
+        "output": choices[gold],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- DROP
+def gen_drop(rng: random.Random, ctx: WorldContext) -> Record:
+    """A passage of who-has-how-many plus one question needing counting, adding, subtracting or comparing."""
+    n = rng.randint(3, 4)
+    names = rng.sample(ctx.extra_names, n)
+    kinds = [plural(w) for w in rng.sample(CATEGORIES[rng.choice(COUNTABLE)][1], 2)]
+    # Both item kinds are held by at least one person; the first kind by at least two.
+    holder_kind = [kinds[0], kinds[0], kinds[1]] + [rng.choice(kinds) for _ in range(n - 3)]
+    rng.shuffle(holder_kind)
+    counts = rng.sample(range(2, 21), n)  # distinct, so comparisons are never ties
+    passage = " ".join(f"{p} has {c} {k}." for p, c, k in zip(names, counts, holder_kind))
+    main = kinds[0]
+    holders = [(p, c) for p, c, k in zip(names, counts, holder_kind) if k == main]
+    (a, ca), (b, cb) = rng.sample(holders, 2)
+    qtype = rng.choice(("sum", "diff", "compare", "count", "total"))
+    if qtype == "sum":
+        question, answer = f"How many {main} do {a} and {b} have together?", str(ca + cb)
+    elif qtype == "diff":
+        (a, ca), (b, cb) = sorted([(a, ca), (b, cb)], key=lambda x: -x[1])
+        question, answer = f"How many more {main} does {a} have than {b}?", str(ca - cb)
+    elif qtype == "compare":
+        question, answer = f"Who has more {main}, {a} or {b}?", a if ca > cb else b
+    elif qtype == "count":
+        question, answer = f"How many people have {main}?", str(len(holders))
+    else:
+        question, answer = f"How many {main} are there in total?", str(sum(c for _, c in holders))
+    return {
+        "task": qtype,
+        "passage": passage,
+        "question": question,
+        "answer": answer,
+        "instruction": question,
+        "input": passage,
+        "output": answer,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- BBH
+BBH_TASKS = ("tracking_shuffled_objects", "boolean_expressions", "logical_deduction")
+
+
+def _bool_tree(rng: random.Random, n_ops: int) -> tuple[str, bool, bool]:
+    """A random boolean expression with exactly `n_ops` operators: (text, value, is_binary_at_top).
+
+    Binary children and the operand of `not` are parenthesised when binary, so the text is unambiguous
+    and Python's own precedence gives the same value."""
+    if n_ops == 0:
+        v = rng.choice((True, False))
+        return str(v), v, False
+    if rng.random() < 0.3:
+        text, v, binary = _bool_tree(rng, n_ops - 1)
+        return f"not {'(' + text + ')' if binary else text}", not v, False
+    left_ops = rng.randint(0, n_ops - 1)
+    lt, lv, lb = _bool_tree(rng, left_ops)
+    rt, rv, rb = _bool_tree(rng, n_ops - 1 - left_ops)
+    op = rng.choice(("and", "or"))
+    value = (lv and rv) if op == "and" else (lv or rv)
+    lt = f"({lt})" if lb else lt
+    rt = f"({rt})" if rb else rt
+    return f"{lt} {op} {rt}", value, True
+
+
+def gen_bbh(rng: random.Random, ctx: WorldContext, task: str) -> Record:
+    """One multi-step reasoning question of `task` (see BBH_TASKS)."""
+    if task == "tracking_shuffled_objects":
+        names = rng.sample(ctx.extra_names, 3)
+        objects = rng.sample(ctx.objects, 3)
+        holding = dict(zip(names, objects))
+        text = (
+            f"{names[0]} has {article(objects[0])}, {names[1]} has {article(objects[1])} "
+            f"and {names[2]} has {article(objects[2])}."
+        )
+        for i in range(rng.randint(2, 3)):
+            a, b = rng.sample(names, 2)
+            holding[a], holding[b] = holding[b], holding[a]
+            text += f" {('First', 'Then', 'Finally')[i]} {a} and {b} swap."
+        who = rng.choice(names)
+        question, answer = f"{text} What does {who} have now?", holding[who]
+    elif task == "boolean_expressions":
+        expr, value, _ = _bool_tree(rng, rng.randint(2, 3))
+        question, answer = f"What is {expr}?", str(value)
+    elif task == "logical_deduction":
+        n = rng.randint(3, 4)
+        order = rng.sample(ctx.extra_names, n)  # order[0] has the most of the property
+        more, less = rng.choice(COMPARATIVES)
+        facts = []
+        for hi, lo in zip(order, order[1:]):
+            facts.append(f"{hi} is {more} than {lo}." if rng.random() < 0.5 else f"{lo} is {less} than {hi}.")
+        rng.shuffle(facts)
+        most = rng.random() < 0.5
+        superlative = {"taller": "tallest", "shorter": "shortest", "older": "oldest", "younger": "youngest"}
+        superlative |= {"faster": "fastest", "slower": "slowest"}
+        question = " ".join(facts) + f" Who is the {superlative[more if most else less]}?"
+        answer = order[0] if most else order[-1]
+    else:
+        raise ValueError(f"unknown BBH task {task!r}; expected one of {BBH_TASKS}")
+    return {
+        "task": task,
+        "question": question,
+        "answer": answer,
+        "instruction": question,
+        "input": "",
+        "output": answer,
+    }

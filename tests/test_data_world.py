@@ -1,0 +1,406 @@
+"""The synthetic world: determinism, split disjointness, suites, known distributions, the judge, the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atkd import cli
+from atkd.data.families import FAMILIES, TRAIN_MIX, sample_answer, subset_dist
+from atkd.data.jsonl import read_jsonl
+from atkd.data.judge import (
+    answer_distribution,
+    exact_match,
+    first_line,
+    judge_score,
+    normalize_answer,
+    ratio_score,
+    total_variation,
+)
+from atkd.data.suites import BBH_TASKS, GENERATION_SUITES, UNDERSTANDING_SUITES
+from atkd.data.world import generate_world, prompt_key
+
+SMALL = dict(n_train=1500, n_valid=200, n_eval=40, n_entities=60, n_pretrain=300, n_fewshot=10)
+SUITES = ("dolly", "vicuna", "selfinst", "koala", "wizardlm", "mmlu", "drop", "bbh")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _load(path: Path) -> list[dict]:
+    return list(read_jsonl(path, required=("instruction", "output")))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("world")
+    return out, generate_world(out, seed=0, **SMALL)
+
+
+# ------------------------------------------------------------------------------------------ determinism
+def test_same_seed_is_byte_identical_and_other_seed_differs(world, tmp_path):
+    root, _ = world
+    generate_world(tmp_path / "again", seed=0, **SMALL)
+    assert _files(root) == _files(tmp_path / "again")
+    generate_world(tmp_path / "other", seed=1, **SMALL)
+    other = _files(tmp_path / "other")
+    ours = _files(root)
+    for name in ("kb.json", "train.jsonl", "valid.jsonl", "pretrain.txt", "suites/dolly.jsonl"):
+        assert other[name] != ours[name], name
+
+
+def test_determinism_does_not_depend_on_the_hash_seed(world, tmp_path):
+    """Set iteration order changes with PYTHONHASHSEED; the world must not depend on it."""
+    root, _ = world
+    code = (
+        "import sys, json; from atkd.data.world import generate_world; "
+        "generate_world(sys.argv[1], seed=0, **json.loads(sys.argv[2]))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "w"), json.dumps(SMALL)], env=env, check=True)
+    assert _files(root) == _files(tmp_path / "w")
+
+
+def test_suites_do_not_depend_on_the_training_size(world, tmp_path):
+    root, _ = world
+    generate_world(tmp_path / "w", seed=0, **{**SMALL, "n_train": 700})
+    for suite in SUITES:
+        assert (root / "suites" / f"{suite}.jsonl").read_bytes() == (
+            tmp_path / "w" / "suites" / f"{suite}.jsonl"
+        ).read_bytes()
+
+
+def test_manifest_matches_files(world):
+    root, manifest = world
+    assert json.loads((root / "manifest.json").read_text()) == manifest
+    for rel, info in manifest["files"].items():
+        data = (root / rel).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == info["sha256"], rel
+        if rel.endswith(".jsonl") or rel.endswith(".txt"):
+            assert data.count(b"\n") == info["records"], rel
+    assert manifest["params"]["n_train"] == SMALL["n_train"]
+    assert manifest["size"]["approx_train_tokens_per_epoch"] > 0
+    assert not list(root.rglob(".*tmp*")), "temporary files left behind"
+
+
+def test_default_world_is_sized_per_feasibility(tmp_path):
+    """Default: ~300 entities, every KB fact asked in training, one epoch ~0.6M tokens (FEASIBILITY.md)."""
+    manifest = generate_world(tmp_path)
+    assert manifest["kb"]["countries"] + manifest["kb"]["cities"] + manifest["kb"]["persons"] == 300
+    assert manifest["kb"]["facts_in_train_open_qa"] == manifest["kb"]["facts"]
+    assert 500_000 < manifest["size"]["approx_train_tokens_per_epoch"] < 800_000
+    assert manifest["size"]["approx_train_response_share"] > 0.18
+
+
+def test_invalid_sizes_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="n_entities"):
+        generate_world(tmp_path, n_entities=10)
+    with pytest.raises(ValueError, match="n_fewshot"):
+        generate_world(tmp_path, n_fewshot=2)
+    with pytest.raises(ValueError, match="n_train"):
+        generate_world(tmp_path, n_train=0)
+
+
+# ---------------------------------------------------------------------------------------------- splits
+def test_no_evaluation_prompt_in_training_or_validation(world):
+    root, _ = world
+    train = {prompt_key(r) for r in _load(root / "train.jsonl")}
+    valid_records = _load(root / "valid.jsonl")
+    valid = {prompt_key(r) for r in valid_records}
+    eval_prompts: list[str] = []
+    for path in sorted((root / "suites").glob("*.jsonl")):
+        eval_prompts += [prompt_key(r) for r in _load(path)]
+    assert len(eval_prompts) == len(set(eval_prompts)), "duplicate prompts across or within suites"
+    assert not set(eval_prompts) & train
+    assert not set(eval_prompts) & valid
+    # Valid and train share only the tiny prompt spaces that training must repeat.
+    for r in valid_records:
+        if prompt_key(r) in train:
+            tiny = (r["family"] == "brainstorm" and not r["input"]) or (
+                r["family"] == "logic" and r["output"] in ("True", "False")
+            )
+            assert tiny, r
+
+
+def test_training_families_and_shares(world):
+    root, manifest = world
+    train = _load(root / "train.jsonl")
+    counts = {f: sum(r["family"] == f for r in train) for f in TRAIN_MIX}
+    assert len(counts) >= 8 and all(c > 0 for c in counts.values())
+    for f, share in TRAIN_MIX.items():
+        assert abs(counts[f] - share * len(train)) <= 1, f
+    assert manifest["family_counts"]["train.jsonl"] == dict(sorted(counts.items()))
+    for r in train:
+        assert set(r) >= {"id", "family", "instruction", "input", "output", "judge"}
+        assert isinstance(r["input"], str) and r["output"].strip()
+    assert len({r["id"] for r in train}) == len(train)
+
+
+# ---------------------------------------------------------------------------------------------- suites
+def test_all_eight_suites_with_their_fields(world):
+    root, manifest = world
+    assert set(manifest["suites"]) == set(SUITES)
+    for suite in GENERATION_SUITES:
+        recs = _load(root / "suites" / f"{suite}.jsonl")
+        assert len(recs) == SMALL["n_eval"]
+        for r in recs:
+            assert r["suite"] == suite and r["family"] in FAMILIES
+            assert isinstance(r["judge"], dict) and r["judge"]["kind"] in ("exact", "number", "list", "dist")
+    for suite, info in UNDERSTANDING_SUITES.items():
+        assert len(_load(root / "suites" / f"{suite}.jsonl")) == SMALL["n_eval"]
+        pool = _load(root / "suites" / f"{suite}.fewshot.jsonl")
+        assert len(pool) >= info["num_fewshot"]
+    mmlu = list(
+        read_jsonl(root / "suites" / "mmlu.jsonl", required={"question": str, "choices": list, "gold": int})
+    )
+    for r in mmlu:
+        assert len(r["choices"]) == 4 == len(set(r["choices"]))
+        assert 0 <= r["gold"] < 4 and r["choices"][r["gold"]] == r["answer"] == r["output"]
+    for r in read_jsonl(root / "suites" / "drop.jsonl", required=("passage", "question", "answer")):
+        assert r["input"] == r["passage"]
+    bbh_pool = _load(root / "suites" / "bbh.fewshot.jsonl")
+    for task in BBH_TASKS:
+        assert sum(r["task"] == task for r in bbh_pool) >= 3
+
+
+def test_shifted_suites_shift(world):
+    root, _ = world
+    train = _load(root / "train.jsonl")
+    train_instructions = {r["instruction"] for r in train}
+    train_families = {r["family"] for r in train}
+
+    def mean_len(recs, family, field="input"):
+        xs = [len(r[field]) for r in recs if r["family"] == family]
+        return sum(xs) / len(xs)
+
+    selfinst = _load(root / "suites" / "selfinst.jsonl")
+    for family in ("closed_qa", "extraction", "summarization"):
+        assert mean_len(selfinst, family) > 1.3 * mean_len(train, family), family
+    wizard = _load(root / "suites" / "wizardlm.jsonl")
+    assert not {r["family"] for r in wizard} & train_families
+    koala = _load(root / "suites" / "koala.jsonl")
+    # Paraphrased instructions: none of koala's instructions (with their slots filled) occurs in training.
+    assert not {r["instruction"] for r in koala} & train_instructions
+    vicuna = _load(root / "suites" / "vicuna.jsonl")
+    stochastic = sum("answer_dist" in r for r in vicuna) / len(vicuna)
+    assert stochastic > 0.4
+
+
+def test_kb_facts_behind_the_answers(world):
+    root, _ = world
+    kb = json.loads((root / "kb.json").read_text())
+    persons = {p["name"]: p for p in kb["persons"]}
+    countries = {c["name"]: c["country"] for c in kb["cities"]}
+    for r in _load(root / "suites" / "mmlu.jsonl"):
+        truth = countries[r["entity"]] if r["subject"] == "country" else persons[r["entity"]][r["subject"]]
+        assert str(truth) == r["answer"]
+    for r in _load(root / "suites" / "wizardlm.jsonl"):
+        if r["family"] == "kb_2hop":
+            name = r["output"].split(" lives in ")[0]
+            assert r["judge"]["keys"] == [countries[persons[name]["city"]]]
+        if r["family"] == "kb_arith":
+            name, k = re.match(r"How old (?:will|was) (\w+) (?:be in )?(\d+)", r["instruction"]).groups()
+            sign = 1 if "will" in r["instruction"] else -1
+            assert r["judge"]["value"] == persons[name]["age"] + sign * int(k)
+    # Open QA answers state the KB fact they name.
+    for r in _load(root / "train.jsonl") + _load(root / "suites" / "dolly.jsonl"):
+        if r["family"] == "open_qa":
+            s, a = r["subject"], r["attribute"]
+            truth = countries[s] if a == "country" else persons[s][a]
+            assert r["judge"]["keys"] == [str(truth)] and r["output"].startswith(s)
+
+
+def test_bbh_and_drop_answers_are_right(world):
+    """Recompute every BBH/DROP answer from the question text alone, independently of the generator."""
+    root, _ = world
+    recs = _load(root / "suites" / "bbh.jsonl") + _load(root / "suites" / "bbh.fewshot.jsonl")
+    for r in recs:
+        q = r["question"]
+        if r["task"] == "boolean_expressions":
+            expr = q.removeprefix("What is ").removesuffix("?")
+            assert set(re.findall(r"[A-Za-z]+", expr)) <= {"True", "False", "and", "or", "not"}
+            assert str(eval(expr)) == r["answer"]  # noqa: S307 - checked to be a pure boolean expression
+        elif r["task"] == "tracking_shuffled_objects":
+            holding = dict((n, o) for n, o in re.findall(r"(\w+) has an? (\w+)", q.split(".")[0]))
+            for a, b in re.findall(r"(\w+) and (\w+) swap", q):
+                holding[a], holding[b] = holding[b], holding[a]
+            who = re.search(r"What does (\w+) have now", q).group(1)
+            assert holding[who] == r["answer"]
+        else:
+            above: dict[str, set[str]] = {}
+            for a, rel, b in re.findall(r"(\w+) is (\w+) than (\w+)\.", q):
+                hi, lo = (a, b) if rel in ("taller", "older", "faster") else (b, a)
+                above.setdefault(lo, set()).add(hi)
+                above.setdefault(hi, set())
+            top = [n for n, s in above.items() if not s]
+            bottom = [n for n in above if all(n not in s for s in above.values())]
+            most = re.search(r"the (tallest|oldest|fastest)\?", q) is not None
+            assert len(top) == len(bottom) == 1
+            assert r["answer"] == (top[0] if most else bottom[0])
+    for r in _load(root / "suites" / "drop.jsonl"):
+        have = [(n, int(c), k) for n, c, k in re.findall(r"(\w+) has (\d+) (\w+)\.", r["passage"])]
+        q = r["question"]
+        if m := re.match(r"How many (\w+) do (\w+) and (\w+) have together", q):
+            k, a, b = m.groups()
+            truth = sum(c for n, c, kk in have if n in (a, b) and kk == k)
+        elif m := re.match(r"How many more (\w+) does (\w+) have than (\w+)", q):
+            k, a, b = m.groups()
+            ca, cb = (next(c for n, c, _ in have if n == x) for x in (a, b))
+            truth = ca - cb
+        elif m := re.match(r"Who has more (\w+), (\w+) or (\w+)", q):
+            k, a, b = m.groups()
+            ca, cb = (next(c for n, c, _ in have if n == x) for x in (a, b))
+            truth = a if ca > cb else b
+        elif m := re.match(r"How many people have (\w+)", q):
+            truth = sum(kk == m.group(1) for _, _, kk in have)
+        else:
+            k = re.match(r"How many (\w+) are there in total", q).group(1)
+            truth = sum(c for _, c, kk in have if kk == k)
+        assert str(truth) == r["answer"], r
+
+
+def test_pretrain_is_plain_text_covering_the_kb(world):
+    root, _ = world
+    lines = (root / "pretrain.txt").read_text().splitlines()
+    assert len(lines) == SMALL["n_pretrain"] and all(line.strip() for line in lines)
+    text = "\n".join(lines)
+    assert "###" not in text
+    kb = json.loads((root / "kb.json").read_text())
+    for p in kb["persons"]:
+        assert f"{p['name']} " in text
+
+
+# ------------------------------------------------------------------------------------ distributions
+def test_answer_dists_are_normalised_and_contain_the_output(world):
+    root, _ = world
+    n = 0
+    for path in [root / "train.jsonl", root / "valid.jsonl", *sorted((root / "suites").glob("*.jsonl"))]:
+        for r in _load(path):
+            if "answer_dist" in r:
+                n += 1
+                dist = r["answer_dist"]
+                assert math.isclose(sum(dist.values()), 1.0, abs_tol=1e-6)
+                assert all(p > 0 for p in dist.values())
+                assert r["output"] in dist
+    assert n > 100
+
+
+def test_sampled_training_answers_follow_the_known_distribution(world):
+    """Pooled over every stochastic training record: how often the sampled answer is the mode, and how
+    often it is outside the top two, against their expectations (z-scores, generous bound)."""
+    root, _ = world
+    recs = [r for r in _load(root / "train.jsonl") if "answer_dist" in r]
+    assert len(recs) > 200
+    for top in (1, 2):
+        observed = expected = variance = 0.0
+        for r in recs:
+            ranked = list(r["answer_dist"].items())  # stored in descending probability
+            head = {a for a, _ in ranked[:top]}
+            p = sum(q for _, q in ranked[:top])
+            observed += r["output"] in head
+            expected += p
+            variance += p * (1 - p)
+        z = (observed - expected) / math.sqrt(variance)
+        assert abs(z) < 5, (top, observed, expected)
+
+
+def test_sampler_and_subset_distribution():
+    rng = random.Random(0)
+    dist = {"a": 0.5, "b": 0.3, "c": 0.2}
+    draws = [sample_answer(rng, dist) for _ in range(20_000)]
+    assert total_variation(dist, draws) < 0.02
+    sub = subset_dist({"a": 2.0, "b": 1.0, "c": 1.0}, 2)
+    assert sub == pytest.approx({"a, b": 5 / 12, "a, c": 5 / 12, "b, c": 1 / 6}, abs=1e-6)
+    assert total_variation(dist, ["z"]) == 1.0
+
+
+# ------------------------------------------------------------------------------------------- judge
+def test_judge_gives_the_reference_ten_and_ratio_one(world):
+    root, _ = world
+    for path in [root / "train.jsonl", *(root / "suites" / f"{s}.jsonl" for s in GENERATION_SUITES)]:
+        recs = _load(path)
+        for r in recs:
+            assert judge_score(r, r["output"]) == 10.0, r
+            for valid in answer_distribution(r):
+                assert judge_score(r, valid) == 10.0
+        assert ratio_score(recs, [r["output"] for r in recs]) == 1.0
+        assert ratio_score(recs, [""] * len(recs)) == pytest.approx(0.1)
+
+
+def test_judge_scores_wrong_answers_low(world):
+    root, _ = world
+    recs = [r for s in GENERATION_SUITES for r in _load(root / "suites" / f"{s}.jsonl")]
+    wrong_scores = []
+    for r in recs:
+        assert judge_score(r, "") == 1.0 and judge_score(r, None) == 1.0
+        kind = r["judge"]["kind"]
+        if kind == "exact":
+            wrong = r["output"]
+            for key in r["judge"]["keys"]:
+                wrong = re.sub(rf"\b{re.escape(key)}\b", "Zzyzx", wrong)
+            wrong_scores.append(judge_score(r, wrong))
+        elif kind == "number":
+            wrong_scores.append(judge_score(r, str(r["judge"]["value"] + 1)))
+        elif kind == "list":
+            wrong_scores.append(judge_score(r, "qqq, www"))
+        else:
+            wrong_scores.append(judge_score(r, "Zzyzx qqq"))
+    assert max(wrong_scores) <= 2.0
+
+
+def test_judge_partial_credit():
+    rec = {
+        "output": "kiwi, lamp, boat",
+        "judge": {"kind": "list", "items": ["kiwi", "lamp", "boat"], "ordered": True},
+    }
+    assert judge_score(rec, "kiwi, lamp, boat") == 10.0
+    assert judge_score(rec, "kiwi,lamp and boat.") == 10.0
+    assert judge_score(rec, "kiwi, boat, lamp") == pytest.approx(4.0)
+    unordered = {**rec, "judge": {**rec["judge"], "ordered": False}}
+    assert judge_score(unordered, "boat, kiwi, lamp") == 10.0
+    fact = {"output": "Bora lives in Tavik.", "judge": {"kind": "exact", "keys": ["Tavik"]}}
+    assert judge_score(fact, "bora lives in tavik") == 10.0
+    assert judge_score(fact, "Tavik") == 9.0
+    assert judge_score(fact, "Bora lives in Lomar.") == 1.0
+    num = {"output": "Ana has 7 pears.", "judge": {"kind": "number", "value": 7}}
+    assert judge_score(num, "7") == 10.0
+    assert judge_score(num, "3 plus 4 is 7") == 5.0
+    assert judge_score(num, "8") == 1.0
+    story = {
+        "output": "A met a fox by the lake.",
+        "judge": {"kind": "dist"},
+        "answer_dist": {"A met a fox by the lake.": 1.0},
+    }
+    assert 1.0 < judge_score(story, "A met a fox by the sea.") < 10.0
+
+
+def test_exact_match_helpers():
+    assert normalize_answer("  The Cat. ") == "cat"
+    assert exact_match(" 11.", "11") == 1.0
+    assert exact_match("Ana", ["Ben", "ana"]) == 1.0
+    assert exact_match("12", "11") == 0.0
+    assert first_line("\n  Ben \nextra text") == "Ben"
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def test_cli_world_command(tmp_path, monkeypatch, capsys):
+    modules = [m for m in cli.COMMAND_MODULES if m != "atkd.data.world"] + ["atkd.data.world"]
+    monkeypatch.setattr(cli, "COMMAND_MODULES", modules)
+    args = ["world", "--out", str(tmp_path / "w"), "--seed", "3", "--n-train", "200", "--n-valid", "50"]
+    args += ["--n-eval", "10", "--n-entities", "40", "--n-pretrain", "50", "--n-fewshot", "5"]
+    assert cli.main(args) == 0
+    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["params"]["n_train"] == 200
+    assert "world seed=3" in capsys.readouterr().out
+    for suite in SUITES:
+        assert (tmp_path / "w" / "suites" / f"{suite}.jsonl").is_file()
