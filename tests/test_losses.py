@@ -364,7 +364,7 @@ def test_property_jsd_half_is_symmetric_and_bounded(case):
 @given(logit_rows, st.floats(0.05, 1.0), st.floats(0.0, 1.0))
 def test_property_atkd_equals_reference(case, k, lam):
     v, seed, scale = case
+    scale = min(scale, 4.0)  # beyond this the float64 reference's 1 - p_g loses the digits it is checked to
     s, t, y = make((2, 6, v), seed=seed, scale=scale)
     got = build_loss({"name": "fkl", "atkd": {"k": k, "lam": lam}})(s, t, y)
-    # the reference forms 1 - p_g in float64, which loses digits for confident rows: 1e-7 is its accuracy
-    torch.testing.assert_close(got, ref.loss(s, t, y, atkd={"k": k, "lam": lam}), rtol=1e-7, atol=1e-8)
+    torch.testing.assert_close(got, ref.loss(s, t, y, atkd={"k": k, "lam": lam}), rtol=1e-8, atol=1e-10)
