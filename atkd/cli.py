@@ -12,7 +12,14 @@ import importlib
 import sys
 
 # Modules that contribute sub-commands, in the order they appear in `atkd --help`.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "atkd.data.world",
+    "atkd.models.cli",
+    "atkd.models.info",
+    "atkd.train.loop",
+    "atkd.eval.harness",
+    "atkd.report",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

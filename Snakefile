@@ -1,0 +1,40 @@
+# The ATKD study as a DAG: world -> tokenizer -> teachers / student base -> distilled students ->
+# evaluation -> tidy tables -> report. Rules only move files and pass configuration to the `atkd` CLI;
+# every piece of science lives in the `atkd` package.
+#
+#   snakemake --cores 8 all                                   # the embedded default (config/default.yaml)
+#   snakemake all --cores 2 --configfile config/smoke.yaml    # minutes; what the tests run
+
+from snakemake.utils import min_version, validate
+
+min_version("8.20")
+
+
+# The embedded default unless the user names a config: `--configfile` files would otherwise be
+# merged key by key into the default (a smaller teacher list would keep the default's teachers).
+if not config:
+
+    configfile: "config/default.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+from atkd.config import check_study
+
+check_study(config)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{RESULTS}/tables/main.csv",
+        f"{RESULTS}/tables/main.md",
+        f"{FIGURES}/teacher_sweep.png",
+        f"{FIGURES}/teacher_sweep.pdf",

@@ -1,0 +1,415 @@
+"""Evaluate a model on the world's suites through lm-evaluation-harness, in-process, into tidy files.
+
+How a task gets its data: the committed YAMLs in `atkd/eval/tasks/` are one template per task kind
+(generation, multiple_choice, short_answer) whose `custom_dataset` is `utils.load_suite`. For each run,
+`evaluate` writes `<out>/tasks/atkd_<suite>.yaml`: `include:` of the kind's template plus the task name,
+`dataset_kwargs` (the absolute suite and few-shot paths, which lm-eval passes to `load_suite`), the
+few-shot count and the generation settings. A TaskManager indexes only that folder. So the run folder
+records exactly what was evaluated, and `lm_eval --include_path <out>/tasks --tasks atkd_<suite>` repeats
+it outside Python. (Why `custom_dataset` and not `dataset_path: json`: records are read by the project's
+strict JSONL reader, so a bad line fails with file:line, and the nested, per-record different `judge` /
+`answer_dist` fields travel as JSON text instead of going through Arrow's schema inference.)
+
+Outputs in `out_dir`, each written atomically (temp file + os.replace), `metrics.csv` last, so its presence
+means the run finished:
+    tasks/atkd_<suite>.yaml   the run's task configs
+    generations.jsonl         per document: task, id, prompt (exactly what the model saw), answer,
+                              reference, scores
+    lm_eval_results.json      lm-eval's aggregate results and task configs (provenance)
+    metrics.csv               tidy rows: [meta columns...], task, metric, value, n
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from atkd.data.jsonl import dumps_jsonl
+from atkd.data.suites import GENERATION_SUITES, SUITE_NAMES, UNDERSTANDING_SUITES
+from atkd.fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    from lm_eval.models.huggingface import HFLM
+
+log = logging.getLogger(__name__)
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+TASK_PREFIX = "atkd_"
+# Task kind of every suite: the template YAML it uses.
+SUITE_KIND: dict[str, str] = {
+    **{name: "generation" for name in GENERATION_SUITES},
+    "mmlu": "multiple_choice",
+    "drop": "short_answer",
+    "bbh": "short_answer",
+}
+# The one number per suite that tables report (the others are extra rows of metrics.csv).
+PRIMARY_METRIC: dict[str, str] = {
+    "generation": "judge_ratio",
+    "multiple_choice": "acc",
+    "short_answer": "exact_match",
+}
+METRIC_COLUMNS = ("task", "metric", "value", "n")
+DEFAULT_MAX_NEW_TOKENS = 256  # the study's greedy budget
+DEFAULT_FEWSHOT_SEED = 1234  # lm-eval's default; fixed so that few-shot prompts do not change with `seed`
+
+
+def primary_metric(suite: str) -> str:
+    """The metric that stands for `suite` in tables (judge ratio, accuracy or exact match)."""
+    return PRIMARY_METRIC[SUITE_KIND[suite]]
+
+
+def validate_suites(suites: Sequence[str]) -> list[str]:
+    """The suites in order, without duplicates; unknown names raise ValueError listing the valid ones."""
+    if isinstance(suites, str):
+        suites = [suites]
+    missing_kind = [s for s in SUITE_NAMES if s not in SUITE_KIND]
+    if missing_kind:  # a suite added to atkd.data.suites without an evaluation kind here
+        raise RuntimeError(f"suites without an evaluation task kind: {missing_kind}")
+    unknown = [s for s in suites if s not in SUITE_NAMES]
+    if unknown:
+        raise ValueError(
+            f"unknown suite(s) {', '.join(map(repr, unknown))}; valid suites: {', '.join(SUITE_NAMES)}"
+        )
+    if not suites:
+        raise ValueError(f"no suites given; valid suites: {', '.join(SUITE_NAMES)}")
+    return list(dict.fromkeys(suites))
+
+
+def suite_files(world_dir: str | Path, suite: str) -> tuple[Path, Path | None]:
+    """(test file, few-shot pool or None) of a suite in a world directory; raises if a file is missing."""
+    root = Path(world_dir).resolve() / "suites"
+    test = root / f"{suite}.jsonl"
+    fewshot = root / f"{suite}.fewshot.jsonl" if SUITE_KIND[suite] != "generation" else None
+    for path in (test, fewshot):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(
+                f"suite file not found: {path} (is {world_dir} a world made by `atkd world`?)"
+            )
+    return test, fewshot
+
+
+def _template(kind: str) -> dict[str, Any]:
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(TASKS_DIR / f"{kind}.yaml", resolve_func=False)
+
+
+def task_config(
+    suite: str,
+    world_dir: str | Path,
+    *,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    temperature: float = 0.0,
+) -> dict[str, Any]:
+    """The run-time task YAML of one suite (as a dict): the kind's template, the data paths, the few-shot
+    count from `atkd.data.suites`, and the generation settings.
+
+    `max_new_tokens` caps generation suites, and short-answer suites at their template's own smaller cap;
+    `temperature` > 0 samples the generation suites (MiniLLM/DistiLLM protocol); understanding suites stay
+    greedy.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature < 0 or math.isnan(temperature):
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    kind = SUITE_KIND[suite]
+    test, fewshot = suite_files(world_dir, suite)
+    cfg: dict[str, Any] = {
+        "include": str(TASKS_DIR / f"{kind}.yaml"),
+        "task": TASK_PREFIX + suite,
+        "dataset_kwargs": {"path": str(test), "kind": kind},
+    }
+    if fewshot is not None:
+        cfg["dataset_kwargs"]["fewshot_path"] = str(fewshot)
+    if kind != "generation":
+        cfg["num_fewshot"] = int(UNDERSTANDING_SUITES[suite]["num_fewshot"])
+    if kind != "multiple_choice":
+        gen = dict(_template(kind)["generation_kwargs"])
+        gen["max_gen_toks"] = (
+            min(int(gen["max_gen_toks"]), max_new_tokens) if kind != "generation" else max_new_tokens
+        )
+        if kind == "generation" and temperature > 0:
+            gen.update(do_sample=True, temperature=float(temperature))
+        cfg["generation_kwargs"] = gen
+    return cfg
+
+
+def write_task_yamls(
+    suites: Sequence[str],
+    world_dir: str | Path,
+    tasks_dir: str | Path,
+    *,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    temperature: float = 0.0,
+) -> list[Path]:
+    """Write `tasks_dir/atkd_<suite>.yaml` for each suite (atomically) and remove task YAMLs of earlier
+    runs, so the folder describes this run only; returns the paths. Nothing is written if any suite's
+    files are missing."""
+    configs = {
+        suite: task_config(suite, world_dir, max_new_tokens=max_new_tokens, temperature=temperature)
+        for suite in validate_suites(suites)
+    }
+    tasks_dir = Path(tasks_dir)
+    paths = []
+    for suite, cfg in configs.items():
+        path = tasks_dir / f"{cfg['task']}.yaml"
+        header = f"# Written by atkd.eval.harness: suite {suite!r} of world {Path(world_dir).resolve()}\n"
+        atomic_write_text(path, header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+        paths.append(path)
+    for stale in set(tasks_dir.glob(f"{TASK_PREFIX}*.yaml")) - set(paths):
+        stale.unlink()
+    return paths
+
+
+def make_lm(model: str | Path, *, batch_size: int = 8, device: str = "cpu") -> HFLM:
+    """Load model and tokenizer with `from_pretrained` (local directory or Hub id alike) and wrap them in
+    lm-eval's HFLM. `add_bos_token=False`: prompts are tokenised as in training (no special tokens added)."""
+    from lm_eval.models.huggingface import HFLM
+
+    from atkd.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    hf_model = load_model(model, device=device).eval()
+    if hf_model.generation_config.eos_token_id is None:  # generation must stop at EOS
+        hf_model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=False)
+
+
+# ------------------------------------------------------------------------------------- result tables
+def _suite_of(task_name: str) -> str:
+    return task_name[len(TASK_PREFIX) :] if task_name.startswith(TASK_PREFIX) else task_name
+
+
+def metric_rows(results: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Tidy rows (meta..., task, metric, value, n) from lm-eval's results (stderr entries dropped)."""
+    rows = []
+    for task_name, metrics in results["results"].items():
+        n = int(results["n-samples"][task_name]["effective"])
+        for key, value in metrics.items():
+            metric, _, filter_name = key.partition(",")
+            if not filter_name or metric.endswith("_stderr") or isinstance(value, str):
+                continue
+            rows.append(
+                {
+                    **(meta or {}),
+                    "task": _suite_of(task_name),
+                    "metric": metric,
+                    "value": float(value),
+                    "n": n,
+                }
+            )
+    return rows
+
+
+def generation_records(
+    results: Mapping[str, Any], meta: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One record per evaluated document: what the model was given, what it answered, and its scores."""
+    out = []
+    for task_name, samples in results.get("samples", {}).items():
+        suite = _suite_of(task_name)
+        kind = SUITE_KIND.get(suite)
+        for s in sorted(samples, key=lambda s: s["doc_id"]):
+            doc = s["doc"]
+            rec: dict[str, Any] = {
+                **(meta or {}),
+                "task": suite,
+                "id": doc["id"],
+                "prompt": s["arguments"][0][0],
+            }
+            if kind == "multiple_choice":
+                lls = [float(ll) for ll, _ in s["filtered_resps"]]
+                best = max(range(len(lls)), key=lls.__getitem__)
+                rec |= {"answer": doc["choices"][best], "reference": doc["choices"][doc["gold"]]}
+                rec["scores"] = {"acc": float(s["acc"]), "loglikelihoods": lls}
+            else:
+                rec |= {"answer": s["filtered_resps"][0], "reference": doc["reference"]}
+                if kind == "generation":
+                    judge, judge_ref = s["judge_ratio"]
+                    rec["scores"] = {"rougeL": s["rougeL"], "judge": judge, "judge_reference": judge_ref}
+                else:
+                    rec["scores"] = {"exact_match": s["exact_match"], "f1": s["f1"]}
+            out.append(rec)
+    return out
+
+
+def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    meta = dict(meta or {})
+    clash = [k for k in meta if k in METRIC_COLUMNS or k in ("id", "prompt", "answer", "reference", "scores")]
+    if clash:
+        raise ValueError(f"meta keys {clash} clash with the output columns")
+    return meta
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+def evaluate(
+    model: str | Path,
+    world_dir: str | Path,
+    suites: Sequence[str],
+    out_dir: str | Path,
+    *,
+    limit: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    device: str = "cpu",
+    seed: int = 0,
+    temperature: float = 0.0,
+    fewshot_seed: int = DEFAULT_FEWSHOT_SEED,
+    threads: int | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate `model` (HF directory or Hub id) on `suites` of the world in `world_dir`; write the run's
+    task YAMLs, `generations.jsonl`, `lm_eval_results.json` and `metrics.csv` into `out_dir`, and return
+    the metric rows.
+
+    `limit` evaluates the first N documents of each suite; `seed` seeds Python, NumPy and torch (it only
+    matters when sampling, `temperature` > 0); `fewshot_seed` picks the few-shot examples; `threads` sets
+    torch's intra-op threads for the call (set it to the cores the job really has: oversubscribed CPU
+    threads made evaluation ~10x slower on a loaded 2-core machine); `meta` columns (e.g. run, student,
+    teacher, method, atkd, seed) are prepended to every output row.
+    """
+    suites = validate_suites(suites)
+    meta = _check_meta(meta)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    out_dir = Path(out_dir)
+    tasks_dir = out_dir / "tasks"
+    # Everything that can fail on bad input fails here, before the model is loaded.
+    write_task_yamls(suites, world_dir, tasks_dir, max_new_tokens=max_new_tokens, temperature=temperature)
+
+    import lm_eval
+    import torch
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import handle_non_serializable
+
+    start = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        lm = make_lm(model, batch_size=batch_size, device=device)
+        task_manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[TASK_PREFIX + s for s in suites],
+            task_manager=task_manager,
+            limit=limit,
+            bootstrap_iters=0,
+            log_samples=True,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=fewshot_seed,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+    if results is None:  # only on non-zero ranks of a distributed run
+        return []
+    rows = metric_rows(results, meta)
+    gens = generation_records(results, meta)
+    order = {s: i for i, s in enumerate(suites)}
+    rows.sort(key=lambda r: order[r["task"]])
+    gens.sort(key=lambda r: order[r["task"]])
+
+    atomic_write_text(out_dir / "generations.jsonl", dumps_jsonl(gens))
+    provenance = {
+        k: results.get(k) for k in ("results", "n-shot", "n-samples", "versions", "config", "configs")
+    }
+    provenance["model"] = str(model)
+    provenance["wall_seconds"] = round(time.perf_counter() - start, 3)
+    atomic_write_text(
+        out_dir / "lm_eval_results.json",
+        json.dumps(provenance, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n",
+    )
+    atomic_write_text(out_dir / "metrics.csv", _csv_text(rows, [*meta, *METRIC_COLUMNS]))
+    log.info(
+        "evaluated %s on %s in %.1f s -> %s", model, ", ".join(suites), provenance["wall_seconds"], out_dir
+    )
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def _meta_item(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
+    return key, value
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    rows = evaluate(
+        args.model,
+        Path(args.world),
+        args.suites,
+        Path(args.out),
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+        seed=args.seed,
+        temperature=args.temperature,
+        threads=args.threads,
+        meta=dict(args.meta),
+    )
+    for r in rows:
+        print(f"{r['task']:<10} {r['metric']:<12} {r['value']:.4f}  (n={r['n']})")
+    print(f"wrote {Path(args.out) / 'metrics.csv'} and {Path(args.out) / 'generations.jsonl'}")
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add `atkd evaluate --model DIR --world DIR --suites ... --out DIR [--limit N] [--meta k=v ...]`."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a model on the world's suites with lm-evaluation-harness",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("--model", required=True, help="model directory or Hub id (tokenizer alongside)")
+    p.add_argument("--world", required=True, help="world directory (from `atkd world`)")
+    p.add_argument(
+        "--suites",
+        nargs="+",
+        default=list(SUITE_NAMES),
+        choices=SUITE_NAMES,
+        metavar="SUITE",
+        help=f"default: all ({' '.join(SUITE_NAMES)})",
+    )
+    p.add_argument("--out", required=True, help="output directory (metrics.csv, generations.jsonl, ...)")
+    p.add_argument("--limit", type=int, default=None, help="first N documents of each suite")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the study); >0 samples")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--meta",
+        nargs="*",
+        type=_meta_item,
+        default=[],
+        metavar="KEY=VALUE",
+        help="columns prepended to every row",
+    )
+    p.set_defaults(func=_run_cli)

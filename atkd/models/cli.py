@@ -1,0 +1,99 @@
+"""Sub-commands for models: `atkd tokenizer`, `atkd init-model`, `atkd ladder`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from atkd.models.ladder import (
+    DEFAULT_STUDENT,
+    DEFAULT_TEACHERS,
+    LADDER,
+    build_model,
+    count_params,
+    save_model,
+)
+from atkd.models.tokenizer import (
+    DEFAULT_VOCAB_SIZE,
+    iter_texts,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
+
+
+def _cmd_tokenizer(args: argparse.Namespace) -> int:
+    tok = train_tokenizer(iter_texts(args.train), vocab_size=args.vocab_size)
+    save_tokenizer(tok, args.out)
+    print(f"{args.out}: {len(tok)} tokens")
+    return 0
+
+
+def _cmd_init_model(args: argparse.Namespace) -> int:
+    tok = load_tokenizer(args.tokenizer)
+    model = build_model(
+        args.arch, len(tok), seed=args.seed, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    save_model(model, args.out, tok)
+    print(f"{args.out}: {args.arch}, {count_params(model):,} parameters, seed {args.seed}")
+    return 0
+
+
+def ladder_table(vocab_size: int = DEFAULT_VOCAB_SIZE) -> list[dict]:
+    """One row per ladder shape: name, hidden, layers, heads, params at `vocab_size`, default role."""
+    rows = []
+    for name, shape in LADDER.items():
+        role = "student" if name == DEFAULT_STUDENT else "teacher" if name in DEFAULT_TEACHERS else ""
+        rows.append(
+            {
+                "name": name,
+                "hidden": shape.hidden,
+                "layers": shape.layers,
+                "heads": shape.heads,
+                "params": count_params(build_model(name, vocab_size)),
+                "role": role,
+            }
+        )
+    return rows
+
+
+def _cmd_ladder(args: argparse.Namespace) -> int:
+    rows = ladder_table(args.vocab_size)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'name':<12}{'hidden':>7}{'layers':>7}{'heads':>6}{'params':>12}  role")
+        for r in rows:
+            name, hidden, layers, heads, params = (
+                r[k] for k in ("name", "hidden", "layers", "heads", "params")
+            )
+            print(f"{name:<12}{hidden:>7}{layers:>7}{heads:>6}{params:>12,}  {r['role']}")
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add `atkd tokenizer`, `atkd init-model` and `atkd ladder`."""
+    p = subparsers.add_parser("tokenizer", help="train a byte-level BPE tokenizer (single-digit tokens)")
+    p.add_argument(
+        "--train",
+        nargs="+",
+        required=True,
+        help=".jsonl instruction files (templated) and/or plain-text files",
+    )
+    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+    p.add_argument("--out", required=True, help="output directory (a Hugging Face tokenizer)")
+    p.set_defaults(func=_cmd_tokenizer)
+
+    p = subparsers.add_parser(
+        "init-model", help="save a randomly initialised ladder model as an HF checkpoint"
+    )
+    p.add_argument("--arch", required=True, choices=list(LADDER))
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory or Hub id")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_init_model)
+
+    p = subparsers.add_parser("ladder", help="list the model ladder with parameter counts")
+    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_ladder)

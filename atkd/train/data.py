@@ -1,0 +1,139 @@
+"""Training data: instruction records through the prompt template, or plain text in fixed-size blocks.
+
+Instruction records (`.jsonl` with `instruction`, optional `input`, `output`): prompt and response are
+tokenised separately (the same prompt tokens evaluation will feed the model), EOS is appended to the
+response, and labels are -100 on the prompt, so the loss covers response tokens + EOS only.
+Plain text (any other file): one document per line (the world's `pretrain.txt`), each followed by EOS,
+concatenated and cut into blocks; every token is a target (the student's base pre-training).
+
+Labels are *unshifted* (labels[i] is token i or -100); the loop shifts them against the logits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from atkd.data.jsonl import read_jsonl
+from atkd.data.template import format_example
+
+IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training sequence: token ids and per-token labels (-100 = no loss), same length."""
+
+    input_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+
+    @property
+    def num_targets(self) -> int:
+        """Number of positions that are a loss target after the shift (all but the first token)."""
+        return sum(1 for y in self.labels[1:] if y != IGNORE_INDEX)
+
+
+def encode_record(record: dict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Example | None:
+    """Tokenise one instruction record with the template; None if the prompt leaves no room for a target.
+
+    Sequences longer than `max_length` are cut at the right (losing the tail of the response and EOS).
+    """
+    prompt, response = format_example(record)
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = (p_ids + r_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(p_ids) + r_ids)[:max_length]
+    if len(p_ids) >= len(ids) or len(ids) < 2:
+        return None
+    return Example(tuple(ids), tuple(labels))
+
+
+def load_sft(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[Example]:
+    """Tokenise every record of a JSONL instruction file (records with no room for a target are dropped)."""
+    examples, dropped, truncated = [], 0, 0
+    for rec in read_jsonl(path):
+        ex = encode_record(rec, tokenizer, max_length)
+        if ex is None:
+            dropped += 1
+            continue
+        truncated += ex.labels[-1] != tokenizer.eos_token_id
+        examples.append(ex)
+    if dropped or truncated:
+        log.warning(
+            "%s: %d records dropped (prompt >= max_length=%d), %d truncated",
+            path,
+            dropped,
+            max_length,
+            truncated,
+        )
+    if not examples:
+        raise ValueError(f"{path}: no usable training examples")
+    return examples
+
+
+def load_text(path: str | Path, tokenizer: PreTrainedTokenizerBase, block_size: int) -> list[Example]:
+    """Cut a plain-text corpus into blocks of `block_size` tokens (the last one may be shorter).
+
+    One document per non-blank line; each is followed by EOS so the model learns to stop.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    docs = [line for line in text.splitlines() if line.strip()]
+    stream: list[int] = []
+    for doc in docs:
+        stream.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        stream.append(tokenizer.eos_token_id)
+    blocks = [tuple(stream[i : i + block_size]) for i in range(0, len(stream), block_size)]
+    blocks = [b for b in blocks if len(b) >= 2]
+    if not blocks:
+        raise ValueError(f"{path}: no text to train on")
+    return [Example(b, b) for b in blocks]
+
+
+def load_examples(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[Example]:
+    """`.jsonl` -> instruction records (template, response-only loss); anything else -> plain-text LM."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training data not found: {path}")
+    if path.suffix == ".jsonl":
+        return load_sft(path, tokenizer, max_length)
+    return load_text(path, tokenizer, max_length)
+
+
+def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a list of examples to their longest: input_ids, attention_mask, labels (-100 on pad)."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
+    """The example order of one epoch: a permutation that depends only on (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_examples, generator=g).tolist()
+
+
+def batch_indices(num_examples: int, seed: int, position: int, batch_size: int) -> list[int]:
+    """Indices of the `batch_size` examples starting at stream `position` (epochs follow each other).
+
+    The data position of a run is a single integer (examples consumed), which makes resuming exact.
+    """
+    out: list[int] = []
+    order_epoch, order = -1, []
+    for p in range(position, position + batch_size):
+        epoch = p // num_examples
+        if epoch != order_epoch:
+            order_epoch, order = epoch, epoch_order(num_examples, seed, epoch)
+        out.append(order[p % num_examples])
+    return out

@@ -1,0 +1,191 @@
+"""Teacher logits computed once and reused by every student distilled on the same ground-truth data.
+
+Why: on ground-truth sequences (SFT data) the teacher's distributions do not depend on the student, so
+running the teacher forward at every step of every student repeats the same work; on 2 CPU cores that
+forward costs 1-2x a student step (FEASIBILITY.md). The cache stores the teacher's full logits at the
+target positions only (response + EOS: about a quarter of the tokens), in example order:
+
+    logits.npy   [rows, V]  float16 (default) or float32
+    offsets.npy  [examples + 1] int64: rows of example i are offsets[i]:offsets[i+1]
+    meta.json    what it was built from (teacher, data hash, tokenizer hash, max_length, dtype)
+
+Loading checks the metadata against the run (same data file content, tokenizer and max_length) so a
+stale cache fails loudly. float16 rounds each logit to ~3 significant digits (|error| < 0.01 for
+|logit| < 16); use float32 to reproduce online KD to float precision. On-policy methods (student
+samples) cannot use a cache: their sequences change every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import PreTrainedTokenizerBase
+
+from atkd.fsutil import atomic_dir
+from atkd.models.ladder import load_model
+from atkd.models.tokenizer import load_tokenizer
+from atkd.train.data import IGNORE_INDEX, Example, collate, load_examples
+
+log = logging.getLogger(__name__)
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def _sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()
+
+
+def _target_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, T-1] positions whose next token is a target (the rows a cache holds)."""
+    return batch["labels"][:, 1:] != IGNORE_INDEX
+
+
+@torch.no_grad()
+def build_teacher_cache(
+    teacher: str,
+    train_data: str,
+    out_dir: str | Path,
+    tokenizer: str | None = None,
+    max_length: int = 512,
+    batch_size: int = 64,
+    dtype: str = "float16",
+    device: str = "auto",
+) -> Path:
+    """Run `teacher` over every example of `train_data` and save its target-position logits to `out_dir`."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
+    tok = load_tokenizer(tokenizer or teacher)
+    model = load_model(teacher, dev).eval()
+    examples = load_examples(train_data, tok, max_length)
+    counts = [e.num_targets for e in examples]
+    offsets = np.zeros(len(examples) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    vocab = model.config.vocab_size
+    with atomic_dir(out_dir) as tmp:
+        logits = np.lib.format.open_memmap(
+            tmp / "logits.npy", mode="w+", dtype=DTYPES[dtype], shape=(int(offsets[-1]), vocab)
+        )
+        for lo in range(0, len(examples), batch_size):
+            batch = {
+                k: v.to(dev) for k, v in collate(examples[lo : lo + batch_size], tok.pad_token_id).items()
+            }
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            rows = out[:, :-1][_target_mask(batch)].float().cpu().numpy()
+            logits[offsets[lo] : offsets[lo] + len(rows)] = rows
+        logits.flush()
+        del logits
+        np.save(tmp / "offsets.npy", offsets)
+        meta = {
+            "teacher": str(teacher),
+            "train_data": str(train_data),
+            "data_sha256": _sha256_file(train_data),
+            "tokenizer_sha256": _tokenizer_hash(tok),
+            "max_length": max_length,
+            "examples": len(examples),
+            "rows": int(offsets[-1]),
+            "vocab_size": vocab,
+            "dtype": dtype,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    log.info(
+        "teacher cache %s: %d examples, %d rows x %d (%s)", out_dir, len(examples), offsets[-1], vocab, dtype
+    )
+    return Path(out_dir)
+
+
+class TeacherCache:
+    """A loaded cache (memory-mapped); `aligned(indices, batch)` gives teacher logits for a collated batch."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_file = self.path / "meta.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{self.path}: not a teacher cache (no meta.json)")
+        self.meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        self.logits = np.load(self.path / "logits.npy", mmap_mode="r")
+        self.offsets = np.load(self.path / "offsets.npy")
+
+    def check(
+        self, train_data: str, tokenizer: PreTrainedTokenizerBase, max_length: int, examples: list[Example]
+    ) -> None:
+        """Raise ValueError unless the cache was built from this data, tokenizer and max_length."""
+        problems = []
+        if self.meta["data_sha256"] != _sha256_file(train_data):
+            problems.append(f"train_data {train_data} differs from the cached {self.meta['train_data']}")
+        if self.meta["tokenizer_sha256"] != _tokenizer_hash(tokenizer):
+            problems.append("the tokenizer differs")
+        if self.meta["max_length"] != max_length:
+            problems.append(f"max_length {max_length} != cached {self.meta['max_length']}")
+        if not problems and (
+            len(examples) != self.meta["examples"]
+            or any(
+                int(b - a) != e.num_targets for a, b, e in zip(self.offsets[:-1], self.offsets[1:], examples)
+            )
+        ):
+            problems.append("the examples' target counts differ")
+        if problems:
+            raise ValueError(f"teacher cache {self.path} does not match this run: " + "; ".join(problems))
+
+    def aligned(self, indices: list[int], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Teacher logits [B, T-1, V] (float32) aligned with `batch`'s shifted labels; zeros off-target."""
+        mask = _target_mask(batch)
+        out = torch.zeros(*mask.shape, self.logits.shape[1], dtype=torch.float32)
+        rows = np.concatenate([self.logits[self.offsets[i] : self.offsets[i + 1]] for i in indices])
+        out[mask] = torch.from_numpy(rows.astype(np.float32))
+        return out
+
+
+def _cmd_teacher_cache(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    transformers.utils.logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        build_teacher_cache(
+            args.teacher,
+            args.train_data,
+            args.out,
+            args.tokenizer,
+            args.max_length,
+            args.batch_size,
+            args.dtype,
+            args.device,
+        )
+    )
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add `atkd teacher-cache`."""
+    p = subparsers.add_parser(
+        "teacher-cache", help="precompute a teacher's logits on ground-truth data for KD"
+    )
+    p.add_argument("--teacher", required=True, help="teacher checkpoint dir or Hub id")
+    p.add_argument("--train-data", required=True, help="the .jsonl the students will be trained on")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tokenizer", help="default: the teacher's")
+    p.add_argument("--max-length", type=int, default=512, help="must equal the students' max_length")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dtype", choices=list(DTYPES), default="float16")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=_cmd_teacher_cache)

@@ -1,0 +1,324 @@
+"""Evaluation through lm-eval: task YAMLs, the harness's files, prompts, few-shot counts, metrics, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from atkd import cli  # noqa: E402
+from atkd.data.judge import judge_score, ratio_score  # noqa: E402
+from atkd.data.suites import GENERATION_SUITES, SUITE_NAMES, UNDERSTANDING_SUITES  # noqa: E402
+from atkd.data.template import INSTRUCTION_HEADER, format_prompt  # noqa: E402
+from atkd.data.world import generate_world  # noqa: E402
+from atkd.eval import evaluate, validate_suites  # noqa: E402
+from atkd.eval.harness import task_config  # noqa: E402
+from atkd.eval.tasks import utils  # noqa: E402
+from atkd.models import build_model, save_model, train_tokenizer  # noqa: E402
+from atkd.models.tokenizer import iter_texts  # noqa: E402
+
+LIMIT = 3
+
+
+def read_records(path: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    generate_world(root, seed=0, n_train=200, n_valid=10, n_eval=8, n_entities=30, n_pretrain=10, n_fewshot=6)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(world, tmp_path_factory) -> Path:
+    """A tiny randomly initialised GPT-NeoX with the project's tokenizer, saved as an HF directory."""
+    tok = train_tokenizer(iter_texts([world / "train.jsonl"]), vocab_size=300)
+    model = build_model(
+        "neox-32x2", len(tok), seed=0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    return save_model(model, tmp_path_factory.mktemp("model") / "m", tok)
+
+
+@pytest.fixture(scope="module")
+def run(world, model_dir, tmp_path_factory) -> tuple[Path, list[dict]]:
+    out = tmp_path_factory.mktemp("eval") / "out"
+    rows = evaluate(
+        model_dir,
+        world,
+        ["dolly", "mmlu"],
+        out,
+        limit=LIMIT,
+        batch_size=2,
+        max_new_tokens=8,
+        threads=1,
+        meta={"run": "r0", "seed": 7},
+    )
+    return out, rows
+
+
+# ------------------------------------------------------------------------------------- end to end
+def test_evaluate_writes_tidy_metrics_and_generations(run):
+    out, rows = run
+    assert sorted(p.name for p in out.iterdir()) == [
+        "generations.jsonl",
+        "lm_eval_results.json",
+        "metrics.csv",
+        "tasks",
+    ]  # no temporary files left behind
+    assert sorted(p.name for p in (out / "tasks").iterdir()) == ["atkd_dolly.yaml", "atkd_mmlu.yaml"]
+    columns, csv_rows = read_csv(out / "metrics.csv")
+    assert columns == ["run", "seed", "task", "metric", "value", "n"]
+    assert {(r["task"], r["metric"]) for r in csv_rows} == {
+        ("dolly", "rougeL"),
+        ("dolly", "judge_ratio"),
+        ("mmlu", "acc"),
+    }
+    assert all(r["run"] == "r0" and r["seed"] == "7" and int(r["n"]) == LIMIT for r in csv_rows)
+    assert [(r["task"], r["metric"], float(r["value"])) for r in csv_rows] == [
+        (r["task"], r["metric"], r["value"]) for r in rows
+    ]
+    for r in rows:
+        assert 0.0 <= r["value"] <= (10.0 if r["metric"] == "judge_ratio" else 1.0)
+
+    gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert [g["task"] for g in gens] == ["dolly"] * LIMIT + ["mmlu"] * LIMIT
+    for g in gens:
+        assert {"run", "seed", "task", "id", "prompt", "answer", "reference", "scores"} <= set(g)
+        assert isinstance(g["answer"], str)
+
+
+def test_generation_prompt_is_the_training_template_and_scores_match_the_judge(run, world):
+    out, rows = run
+    records = read_records(world / "suites" / "dolly.jsonl")
+    gens = [
+        g
+        for g in map(json.loads, (out / "generations.jsonl").read_text().splitlines())
+        if g["task"] == "dolly"
+    ]
+    assert [g["id"] for g in gens] == list(records)[:LIMIT]  # `limit` takes the first N, in file order
+    for g in gens:
+        rec = records[g["id"]]
+        assert g["prompt"] == format_prompt(rec["instruction"], rec.get("input"))  # nothing else around it
+        assert g["reference"] == rec["output"]
+        assert g["scores"]["judge"] == judge_score(rec, g["answer"])
+        assert g["scores"]["judge_reference"] == judge_score(rec, rec["output"])
+        assert g["scores"]["rougeL"] == pytest.approx(utils.rouge_l(g["answer"], rec["output"]))
+    # The aggregated task score is the study's ratio exactly as the data module defines it.
+    judge_row = next(r for r in rows if r["task"] == "dolly" and r["metric"] == "judge_ratio")
+    expected = ratio_score([records[g["id"]] for g in gens], [g["answer"] for g in gens])
+    assert judge_row["value"] == pytest.approx(expected)
+
+
+def test_multiple_choice_uses_the_fewshot_pool_and_count(run, world):
+    out, rows = run
+    shots = UNDERSTANDING_SUITES["mmlu"]["num_fewshot"]
+    records = read_records(world / "suites" / "mmlu.jsonl")
+    pool = {
+        format_prompt(r["instruction"], r.get("input")) + r["output"]
+        for r in read_records(world / "suites" / "mmlu.fewshot.jsonl").values()
+    }
+    gens = [
+        g
+        for g in map(json.loads, (out / "generations.jsonl").read_text().splitlines())
+        if g["task"] == "mmlu"
+    ]
+    correct = 0
+    for g in gens:
+        rec = records[g["id"]]
+        assert g["prompt"].count(INSTRUCTION_HEADER) == shots + 1
+        examples = g["prompt"].split("\n\n")
+        assert len(examples) == shots + 1
+        assert examples[-1] == format_prompt(rec["instruction"], rec.get("input"))
+        assert all(e in pool for e in examples[:-1])
+        lls = g["scores"]["loglikelihoods"]
+        assert len(lls) == len(rec["choices"])
+        assert g["answer"] == rec["choices"][max(range(len(lls)), key=lls.__getitem__)]
+        assert g["reference"] == rec["choices"][rec["gold"]]
+        assert g["scores"]["acc"] == float(g["answer"] == g["reference"])
+        correct += g["scores"]["acc"]
+    acc = next(r["value"] for r in rows if r["task"] == "mmlu")
+    assert acc == pytest.approx(correct / len(gens))
+
+
+def test_cli_short_answer_suite_with_meta_columns(world, model_dir, tmp_path, monkeypatch):
+    # Only this module's command: the test must not depend on the other stages' modules.
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["atkd.eval.harness"])
+    out = tmp_path / "cli"
+    argv = [
+        "evaluate",
+        "--model",
+        str(model_dir),
+        "--world",
+        str(world),
+        "--suites",
+        "drop",
+        "--out",
+        str(out),
+    ]
+    argv += [
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--threads",
+        "1",
+        "--meta",
+        "run=cli",
+        "method=kd",
+        "atkd=true",
+    ]
+    threads = torch.get_num_threads()
+    assert cli.main(argv) == 0
+    assert torch.get_num_threads() == threads  # restored after the call
+    columns, rows = read_csv(out / "metrics.csv")
+    assert columns == ["run", "method", "atkd", "task", "metric", "value", "n"]
+    assert {(r["task"], r["metric"], r["n"]) for r in rows} == {
+        ("drop", "exact_match", "2"),
+        ("drop", "f1", "2"),
+    }
+    gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    shots = UNDERSTANDING_SUITES["drop"]["num_fewshot"]
+    assert all(g["prompt"].count(INSTRUCTION_HEADER) == shots + 1 for g in gens)
+    assert all("\n" not in g["answer"] for g in gens)  # generation stops at the first newline
+
+
+def test_batched_generation_equals_one_at_a_time(world, model_dir, tmp_path):
+    """Left-padded batches must not change greedy answers (positions and masks are handled)."""
+    answers = []
+    for bs in (1, 4):
+        evaluate(
+            model_dir,
+            world,
+            ["vicuna"],
+            tmp_path / f"bs{bs}",
+            limit=4,
+            batch_size=bs,
+            max_new_tokens=8,
+            threads=1,
+        )
+        answers.append([json.loads(x)["answer"] for x in (tmp_path / f"bs{bs}" / "generations.jsonl").open()])
+    assert answers[0] == answers[1]
+
+
+# ----------------------------------------------------------------------------------- validation
+def test_unknown_suite_fails_before_anything_runs_and_lists_valid_names(world, model_dir, tmp_path):
+    with pytest.raises(ValueError) as err:
+        evaluate(model_dir, world, ["dolly", "squad"], tmp_path / "out")
+    message = str(err.value)
+    assert "'squad'" in message and all(name in message for name in SUITE_NAMES)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="valid suites"):
+        validate_suites([])
+    assert validate_suites(["mmlu", "dolly", "mmlu"]) == ["mmlu", "dolly"]
+
+
+def test_missing_world_and_bad_meta_fail_early(model_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="dolly.jsonl"):
+        evaluate(model_dir, tmp_path / "no-world", ["dolly"], tmp_path / "out")
+    with pytest.raises(ValueError, match="clash"):
+        evaluate(model_dir, tmp_path / "no-world", ["dolly"], tmp_path / "out", meta={"task": "x"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_task_config_settings(world):
+    gen = task_config("koala", world, max_new_tokens=64, temperature=1.0)
+    assert gen["generation_kwargs"] == {
+        "until": [],
+        "do_sample": True,
+        "max_gen_toks": 64,
+        "temperature": 1.0,
+    }
+    assert "num_fewshot" not in gen and gen["dataset_kwargs"]["kind"] == "generation"
+    greedy = task_config("koala", world)["generation_kwargs"]
+    assert greedy["do_sample"] is False and greedy["max_gen_toks"] == 256
+    bbh = task_config("bbh", world, max_new_tokens=512, temperature=1.0)
+    assert bbh["num_fewshot"] == UNDERSTANDING_SUITES["bbh"]["num_fewshot"]
+    assert bbh["generation_kwargs"]["do_sample"] is False  # understanding suites stay greedy
+    assert bbh["generation_kwargs"]["max_gen_toks"] == 32  # the short-answer cap
+    assert task_config("bbh", world, max_new_tokens=5)["generation_kwargs"]["max_gen_toks"] == 5
+    assert Path(task_config("mmlu", world)["dataset_kwargs"]["fewshot_path"]).name == "mmlu.fewshot.jsonl"
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        task_config("dolly", world, max_new_tokens=0)
+
+
+# ------------------------------------------------------------------------------------ task utils
+def test_references_score_one_under_rouge_and_the_judge_ratio(world):
+    for suite in GENERATION_SUITES:
+        docs = utils.read_docs(world / "suites" / f"{suite}.jsonl", "generation")
+        per_doc = [utils.process_generation(doc, [doc["reference"]]) for doc in docs]
+        assert all(d["rougeL"] == pytest.approx(1.0) for d in per_doc)
+        assert utils.judge_ratio([d["judge_ratio"] for d in per_doc]) == pytest.approx(1.0)
+
+
+def test_judge_ratio_is_sum_over_sum_not_mean_of_ratios(world):
+    records = list(read_records(world / "suites" / "wizardlm.jsonl").values())
+    docs = utils.read_docs(world / "suites" / "wizardlm.jsonl", "generation")
+    answers = ["", *[r["output"] for r in records[1:4]], "no idea"]
+    pairs = [utils.process_generation(d, [a])["judge_ratio"] for d, a in zip(docs, answers)]
+    assert utils.judge_ratio(pairs) == pytest.approx(ratio_score(records[: len(answers)], answers))
+    assert utils.judge_ratio([(5.0, 10.0), (1.0, 5.0)]) == pytest.approx(6.0 / 15.0)
+    with pytest.raises(ValueError):
+        utils.judge_ratio([])
+
+
+def test_rouge_l_uses_stemming_and_f_measure():
+    assert utils.rouge_l("the cats are running", "the cat is running") == pytest.approx(
+        utils.rouge_l("the cat is running", "the cat is running") * 3 / 4
+    )
+    assert utils.rouge_l("", "some reference") == 0.0
+
+
+def test_short_answer_scoring():
+    doc = {"reference": "17"}
+    assert utils.process_short_answer(doc, ["17\n### Instruction:"]) == {"exact_match": 1.0, "f1": 1.0}
+    assert utils.process_short_answer(doc, ["\n 17."]) == {"exact_match": 1.0, "f1": 1.0}
+    assert utils.process_short_answer(doc, ["18"]) == {"exact_match": 0.0, "f1": 0.0}
+    partial = utils.process_short_answer({"reference": "Tiki"}, ["Tiki has more"])
+    assert partial["exact_match"] == 0.0 and partial["f1"] == pytest.approx(0.5)
+
+
+def test_read_docs_fails_with_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: missing required field 'output'"):
+        utils.read_docs(path, "generation")
+    path.write_text(
+        '{"instruction": "a", "output": "b", "choices": ["x", "y"], "gold": 2}\n', encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match="gold index 2"):
+        utils.read_docs(path, "multiple_choice")
+    docs = utils.read_docs(tmp_path / "bad.jsonl", "generation")
+    assert docs[0]["id"] == "bad-000000"  # records without an id (e.g. real instruction sets) get one
+    assert docs[0]["prompt"] == format_prompt("a")
+
+
+def test_tokenisation_matches_training(world, model_dir):
+    """HFLM encodes a prompt to exactly the token ids the training data pipeline uses for it."""
+    from atkd.eval.harness import make_lm
+    from atkd.models import load_tokenizer
+    from atkd.train.data import encode_record
+
+    lm = make_lm(model_dir, batch_size=1)
+    tok = load_tokenizer(model_dir)
+    for rec in list(read_records(world / "suites" / "selfinst.jsonl").values())[:4]:
+        ex = encode_record(rec, tok, max_length=512)
+        n_prompt = next(i for i, y in enumerate(ex.labels) if y != -100)
+        prompt = format_prompt(rec["instruction"], rec.get("input"))
+        assert lm.tok_encode(prompt) == list(ex.input_ids[:n_prompt])
+        ids, _ = lm.tok_batch_encode([prompt])
+        assert ids[0].tolist() == list(ex.input_ids[:n_prompt])

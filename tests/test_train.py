@@ -1,0 +1,338 @@
+"""The training loop: label masking, gradient accumulation, determinism, exact resume, KD with a teacher."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_world import records, write_world
+
+from atkd.data.template import format_prompt
+from atkd.losses import build_loss
+from atkd.models import build_model, load_model, load_tokenizer, save_model
+from atkd.train import TrainConfig, forward_backward, train
+from atkd.train.data import IGNORE_INDEX, batch_indices, collate, encode_record, load_examples, load_text
+from atkd.train.loop import load_config_file, lr_lambda
+from atkd.train.teacher_cache import TeacherCache
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and do not spin-wait when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return write_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def tok(world):
+    return load_tokenizer(world["tokenizer"])
+
+
+def base_config(world, out, **kw):
+    cfg = dict(
+        output_dir=str(out),
+        train_data=str(world["train"]),
+        arch="neox-32x2",
+        tokenizer=str(world["tokenizer"]),
+        max_steps=6,
+        batch_size=8,
+        micro_batch_size=4,
+        lr=3e-3,
+        warmup_steps=1,
+        checkpoint_every=2,
+        log_every=1,
+        progress=False,
+        seed=0,
+    )
+    cfg.update(kw)
+    return cfg
+
+
+def weights(model_dir):
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def test_labels_mask_prompt_and_train_eos(tok):
+    rec = {"instruction": "Add 2 and 3.", "input": "numbers", "output": "5"}
+    ex = encode_record(rec, tok, max_length=512)
+    n_prompt = len(
+        tok(format_prompt(rec["instruction"], rec["input"]), add_special_tokens=False)["input_ids"]
+    )
+    assert ex.labels[:n_prompt] == (IGNORE_INDEX,) * n_prompt
+    assert ex.labels[n_prompt:] == ex.input_ids[n_prompt:]
+    assert ex.input_ids[-1] == tok.eos_token_id and ex.labels[-1] == tok.eos_token_id
+    assert tok.decode(ex.input_ids[n_prompt:-1]) == "5"
+    batch = collate(
+        [ex, encode_record({"instruction": "Name a fruit.", "output": "apple"}, tok, 512)], tok.pad_token_id
+    )
+    pad = batch["attention_mask"] == 0
+    assert pad.any() and (batch["labels"][pad] == IGNORE_INDEX).all()
+    assert (batch["input_ids"][pad] == tok.pad_token_id).all()
+    assert encode_record(rec, tok, max_length=n_prompt) is None  # no room for a target: dropped
+
+
+def test_plain_text_blocks_train_every_token(world, tok):
+    blocks = load_text(world["text"], tok, block_size=16)
+    assert all(len(b.input_ids) <= 16 and b.labels == b.input_ids for b in blocks)
+    stream = [t for b in blocks for t in b.input_ids]
+    assert stream.count(tok.eos_token_id) == 40  # one EOS after each document
+    assert load_examples(world["train"], tok, 512)[0].labels[0] == IGNORE_INDEX
+
+
+def test_data_order_is_a_seeded_epoch_stream():
+    a = batch_indices(10, seed=1, position=0, batch_size=10)
+    assert sorted(a) == list(range(10))
+    assert batch_indices(10, 1, 0, 25)[:10] == a and sorted(batch_indices(10, 1, 10, 10)) == list(range(10))
+    assert batch_indices(10, 1, 7, 6) == batch_indices(10, 1, 0, 13)[7:]
+    assert batch_indices(10, 2, 0, 10) != a
+
+
+def test_lr_schedule_warmup_then_cosine():
+    lrs = [lr_lambda(s, warmup=4, total=20, min_ratio=0.1) for s in range(21)]
+    assert lrs[:4] == sorted(lrs[:4]) and lrs[3] < 1.0 and lrs[4] == pytest.approx(1.0)
+    assert lrs[4:] == sorted(lrs[4:], reverse=True) and lrs[20] == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------------------------ one optimizer step
+
+
+@pytest.mark.parametrize("spec", ["ce", "fkl"])
+def test_grad_accumulation_equals_one_batch(tok, spec):
+    examples = [encode_record(r, tok, 512) for r in records(5, seed=7)]
+    lengths = [len(e.input_ids) for e in examples]
+    assert len(set(lengths)) > 1
+    student = build_model("neox-32x2", len(tok), seed=0)
+    teacher = build_model("neox-48x2", len(tok), seed=1).eval() if spec != "ce" else None
+    loss_fn = build_loss(spec)
+
+    def grads(groups):
+        student.zero_grad(set_to_none=True)
+        stats = forward_backward(student, [collate(g, tok.pad_token_id) for g in groups], loss_fn, teacher)
+        return stats, {n: p.grad.clone() for n, p in student.named_parameters()}
+
+    one_stats, one = grads([examples])
+    acc_stats, acc = grads([examples[:4], examples[4:]])  # micro-batches of 4 and 1, different padding
+    assert acc_stats["target_tokens"] == one_stats["target_tokens"]
+    assert acc_stats["loss"] == pytest.approx(one_stats["loss"], rel=1e-5)
+    for name in one:
+        torch.testing.assert_close(acc[name], one[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_kd_step_with_teacher_decreases_loss(tok):
+    batch = collate([encode_record(r, tok, 512) for r in records(8, seed=3)], tok.pad_token_id)
+    student = build_model("neox-32x2", len(tok), seed=0)
+    teacher = build_model("neox-48x2", len(tok), seed=1).eval().requires_grad_(False)
+    t_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-2)
+    loss_fn = build_loss({"name": "fkl", "atkd": {"k": 0.5, "lam": 0.2}})
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        stats = forward_backward(student, [batch], loss_fn, teacher)
+        losses.append(stats["loss"])
+        opt.step()
+    assert losses[-1] < losses[0] and "ce" in stats
+    assert all(torch.equal(t_before[k], v) for k, v in teacher.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------------- full runs
+
+
+@pytest.fixture(scope="module")
+def reference_run(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    final = train(base_config(world, out, valid_data=str(world["valid"]), save_hf_at=[3]))
+    return out, final
+
+
+def test_run_outputs_and_metrics(reference_run):
+    out, final = reference_run
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 6 and summary["final_model"] == str(final)
+    assert summary["valid_loss"] is not None and summary["tokens_per_s"] > 0
+    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in lines if "loss" in r]
+    assert [r["step"] for r in train_lines] == list(range(1, 7))
+    assert {"step", "loss", "lr", "tokens", "tokens_per_s", "elapsed"} <= set(train_lines[0])
+    assert not (out / "checkpoints").exists()  # removed once complete
+    assert load_model(out / "hf" / "step-00000003").config.hidden_size == 32
+    assert load_tokenizer(final).pad_token_id is not None
+
+
+def test_same_seed_same_weights_other_seed_differs(world, reference_run, tmp_path):
+    _, final = reference_run
+    again = train(base_config(world, tmp_path / "again", valid_data=str(world["valid"])))
+    assert same_weights(weights(final), weights(again))
+    other = train(base_config(world, tmp_path / "other", seed=1))
+    assert not same_weights(weights(final), weights(other))
+
+
+def test_resume_after_crash_gives_identical_weights(world, reference_run, tmp_path):
+    _, final = reference_run
+    cfg = base_config(world, tmp_path / "crash", valid_data=str(world["valid"]))
+
+    def crash(step):
+        if step == 5:  # step 5 is done in memory but its state is lost: resume must redo it from step 4
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=crash)
+    assert [p.name for p in (tmp_path / "crash" / "checkpoints").iterdir()] == ["step-00000004"]
+    assert not (tmp_path / "crash" / "train_summary.json").exists()
+    with (tmp_path / "crash" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 5, "lo')  # a line cut short by the kill
+    resumed = train(cfg)
+    assert same_weights(weights(final), weights(resumed))
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6, 6]  # no duplicated lines from the lost step; the last is validation
+    assert train(cfg) == resumed  # complete: a rerun is a no-op
+    with pytest.raises(ValueError, match="lr"):
+        train({**cfg, "lr": 1e-3})
+
+
+def test_resume_restores_rng_state_with_dropout(world, tok, tmp_path):
+    model = build_model("neox-32x2", len(tok), seed=4)
+    model.config.hidden_dropout = model.config.attention_dropout = 0.2
+    save_model(model, tmp_path / "init", tok)
+    start = load_model(tmp_path / "init")
+    assert start.config.hidden_dropout == 0.2
+    cfg = base_config(world, tmp_path / "full", arch=None, model=str(tmp_path / "init"), tokenizer=None)
+    full = weights(train(cfg))
+
+    def crash(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    cfg["output_dir"] = str(tmp_path / "crash")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=crash)
+    assert same_weights(full, weights(train(cfg)))
+    cfg["output_dir"], cfg["seed"] = str(tmp_path / "seed1"), 1  # same init, other dropout masks and order
+    assert not same_weights(full, weights(train(cfg)))
+
+
+def test_kd_run_with_teacher_from_checkpoint(world, reference_run, tmp_path):
+    _, teacher = reference_run
+    cfg = base_config(
+        world,
+        tmp_path / "kd",
+        arch=None,
+        model=str(teacher),
+        tokenizer=None,
+        teacher=str(teacher),
+        loss={"name": "fkl", "atkd": {"k": 0.5, "lam": 0.2}},
+        max_steps=3,
+    )
+    final = train(cfg)
+    summary = json.loads((tmp_path / "kd" / "train_summary.json").read_text())
+    assert summary["train_ce"] is not None and final.is_dir()
+
+
+def test_teacher_cache_matches_online_teacher(world, reference_run, tmp_path):
+    from atkd.cli import COMMAND_MODULES, main
+
+    _, teacher = reference_run
+    saved = list(COMMAND_MODULES)
+    COMMAND_MODULES[:] = ["atkd.train.loop"]
+    try:
+        args = [
+            "teacher-cache",
+            "--teacher",
+            str(teacher),
+            "--train-data",
+            str(world["train"]),
+            "--batch-size",
+            "5",
+        ]
+        assert main([*args, "--out", str(tmp_path / "c32"), "--dtype", "float32"]) == 0
+        assert main([*args, "--out", str(tmp_path / "c16"), "--max-length", "40"]) == 0
+    finally:
+        COMMAND_MODULES[:] = saved
+    common = dict(
+        arch=None, model=str(teacher), tokenizer=None, loss={"name": "fkl", "atkd": {"k": 0.5}}, max_steps=3
+    )
+    # The cache holds exactly the teacher's logits at the target positions of a collated batch.
+    cache = TeacherCache(tmp_path / "c32")
+    tok = load_tokenizer(teacher)
+    examples = load_examples(world["train"], tok, 512)
+    idx = [7, 0, 30, 12]
+    batch = collate([examples[i] for i in idx], tok.pad_token_id)
+    mask = batch["labels"][:, 1:] != IGNORE_INDEX
+    with torch.no_grad():
+        online = load_model(teacher)(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
+    aligned = cache.aligned(idx, batch)
+    torch.testing.assert_close(aligned[mask], online[:, :-1][mask], rtol=1e-5, atol=1e-5)
+    assert (aligned[~mask] == 0).all()
+    half = TeacherCache(tmp_path / "c16")
+    assert half.logits.dtype == np.float16 and half.meta["max_length"] == 40
+    train(base_config(world, tmp_path / "cached", teacher_cache=str(tmp_path / "c32"), **common))
+    summary = json.loads((tmp_path / "cached" / "train_summary.json").read_text())
+    assert summary["teacher"] == str(teacher) and summary["train_ce"] is not None
+    with pytest.raises(ValueError, match="max_length"):  # built for another max_length: refused
+        train(base_config(world, tmp_path / "stale", teacher_cache=str(tmp_path / "c16"), **common))
+    with pytest.raises(ValueError, match="not both"):
+        train(
+            base_config(
+                world, tmp_path / "both", teacher=str(teacher), teacher_cache=str(tmp_path / "c32"), **common
+            )
+        )
+
+
+def test_pretraining_on_plain_text(world, tmp_path):
+    train(base_config(world, tmp_path / "pt", train_data=str(world["text"]), max_length=32, max_steps=2))
+    assert json.loads((tmp_path / "pt" / "train_summary.json").read_text())["examples"] > 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"model": "x"}, "exactly one"),
+        ({"arch": "neox-1x1"}, "neox-1x1"),
+        ({"loss": "fkl"}, "needs a 'teacher'"),
+        ({"teacher": "somewhere"}, "uses no teacher"),
+        ({"loss": {"name": "nope"}}, "nope"),
+        ({"micro_batch_size": 3}, "multiple"),
+    ],
+)
+def test_config_errors_name_the_field(world, tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        train(base_config(world, tmp_path / "bad", **change))
+
+
+def test_cli_train_with_overrides(world, tmp_path):
+    from atkd.cli import COMMAND_MODULES, main
+
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(json.dumps(base_config(world, tmp_path / "cli", max_steps=2)))
+    assert load_config_file(cfg_file, ["lr=0.01", "loss={name: ce}"])["loss"] == {"name": "ce"}
+    saved = list(COMMAND_MODULES)
+    COMMAND_MODULES[:] = ["atkd.train.loop"]
+    try:
+        assert main(["train", "--config", str(cfg_file), "--set", "max_steps=1"]) == 0
+    finally:
+        COMMAND_MODULES[:] = saved
+    assert json.loads((tmp_path / "cli" / "train_summary.json").read_text())["steps"] == 1
+    assert TrainConfig.from_any(base_config(world, tmp_path)).grad_accum == 2
+    assert TrainConfig.from_any(base_config(world, tmp_path, lr="2e-3")).lr == 0.002  # YAML 1.1 gives a str
+    with pytest.raises(ValueError, match="lr must be a number"):
+        TrainConfig.from_any(base_config(world, tmp_path, lr="fast"))

@@ -1,0 +1,106 @@
+"""The Snakemake workflow: lint, config validation, planning, and the smoke configuration end to end."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from atkd.config import check_study
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def smoke_config(tmp_path: Path, **changes) -> Path:
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    cfg["figures"] = str(tmp_path / "figures")
+    cfg.update(changes)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def snakemake(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(
+        [*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_lint_is_clean():
+    out = snakemake("--lint", "--configfile", "config/smoke.yaml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Lints for" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("configfile", ["config/default.yaml", "config/smoke.yaml"])
+def test_dry_run_plans_every_run(configfile):
+    out = snakemake("-n", "all", "--configfile", configfile, "--quiet", "rules")
+    assert out.returncode == 0, out.stderr
+    cfg = yaml.safe_load((ROOT / configfile).read_text())
+    n_teachers = len(cfg["teachers"])
+    expected = 0
+    for method in cfg["methods"].values():
+        expected += len(method.get("atkd", ["off", "on"])) * n_teachers if method.get("teacher", True) else 1
+    expected *= len(cfg["seeds"])
+    table = out.stdout + out.stderr
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in table.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
+    assert counts["distill"] == expected and counts["evaluate"] == expected
+    assert counts["teacher"] == n_teachers
+
+
+def test_config_errors_name_the_valid_choices(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    bad = copy.deepcopy(cfg)
+    bad["methods"]["kd"]["loss"] = "kl"
+    with pytest.raises(ValueError, match=r"methods.kd.loss: unknown loss name 'kl'; valid: ce, dkd, fkl"):
+        check_study(bad)
+    bad = copy.deepcopy(cfg)
+    bad["teachers"]["neox-48x2"]["arch"] = "neox-1x1"
+    with pytest.raises(ValueError, match=r"teachers.neox-48x2: unknown arch 'neox-1x1'; valid: neox-32x2"):
+        check_study(bad)
+    bad = copy.deepcopy(cfg)
+    bad["methods"]["sft"]["atkd"] = ["on"]
+    with pytest.raises(ValueError, match="needs a teacher"):
+        check_study(bad)
+    # the schema rejects unknown keys and suites before any job runs
+    out = snakemake(
+        "-n",
+        "all",
+        "--configfile",
+        str(smoke_config(tmp_path, evaluation={"suites": ["squad"], "max_new_tokens": 8, "batch_size": 2})),
+    )
+    assert out.returncode != 0 and "squad" in out.stderr
+
+
+def test_smoke_workflow_end_to_end(tmp_path):
+    """The whole DAG on the smoke config, in a temporary directory: tidy table, main table, figure."""
+    cfg = smoke_config(tmp_path)
+    out = snakemake("all", "--cores", "2", "--configfile", str(cfg), timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = tmp_path / "results"
+    metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False)
+    smoke = yaml.safe_load(cfg.read_text())
+    assert set(metrics["task"]) == set(smoke["evaluation"]["suites"])
+    assert set(metrics["method"]) == set(smoke["methods"])
+    assert set(metrics.loc[metrics["method"] == "kd", "atkd"]) == {"on", "off"}
+    assert metrics["value"].between(0, 1).all()
+    main = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
+    assert {"avg", *smoke["evaluation"]["suites"]} <= set(main["task"])
+    for ext in ("png", "pdf"):
+        assert (tmp_path / "figures" / f"teacher_sweep.{ext}").stat().st_size > 1000
+    # a second invocation finds everything up to date
+    again = snakemake("all", "--cores", "2", "--configfile", str(cfg), "-n", timeout=120)
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,0 +1,46 @@
+"""A tiny deterministic instruction world and tokenizer for the model and training tests (seconds)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from atkd.data.template import format_example
+from atkd.models.tokenizer import save_tokenizer, train_tokenizer
+
+WORDS = "apple river stone cloud maple tiger lemon violet copper harbor".split()
+
+
+def records(n: int, seed: int = 0) -> list[dict]:
+    """Addition, list reversal and a stochastic 'name a fruit' family; varied lengths."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        kind = rng.randrange(3)
+        if kind == 0:
+            a, b = rng.randrange(100), rng.randrange(100)
+            out.append({"instruction": f"Add {a} and {b}.", "output": str(a + b)})
+        elif kind == 1:
+            ws = rng.sample(WORDS, rng.randrange(2, 6))
+            out.append(
+                {"instruction": "Reverse the list.", "input": " ".join(ws), "output": " ".join(ws[::-1])}
+            )
+        else:
+            out.append({"instruction": "Name a fruit.", "output": rng.choice(["apple", "apple", "lemon"])})
+    return out
+
+
+def write_world(root: Path, n_train: int = 64, n_valid: int = 16) -> dict[str, Path]:
+    """Write train/valid JSONL, a plain-text corpus and a trained tokenizer under `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {"train": root / "train.jsonl", "valid": root / "valid.jsonl", "text": root / "pretrain.txt"}
+    for split, n, seed in (("train", n_train, 0), ("valid", n_valid, 1)):
+        paths[split].write_text("".join(json.dumps(r) + "\n" for r in records(n, seed)), encoding="utf-8")
+    rng = random.Random(2)
+    docs = [" ".join(rng.choice(WORDS) for _ in range(rng.randrange(3, 12))) + "." for _ in range(40)]
+    paths["text"].write_text("\n".join(docs) + "\n\n", encoding="utf-8")  # one document per line
+    texts = ["".join(format_example(r)) for r in records(400, 3)] + docs
+    tok = train_tokenizer(texts, vocab_size=320)
+    paths["tokenizer"] = save_tokenizer(tok, root / "tokenizer")
+    return paths

@@ -1,0 +1,20 @@
+# Distilled students: one run per (method, teacher, atkd, seed), all from the same student base.
+
+
+rule distill:
+    conda:
+        ENV
+    input:
+        student=rules.student_base.output,
+        teacher=teacher_input,
+    output:
+        f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json",
+    params:
+        args=distill_args,
+    log:
+        f"{LOGS}/distill/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
+    threads: config["threads"]
+    resources:
+        **resources_for("distill"),
+    shell:
+        "atkd train {params.args} > {log} 2>&1"
