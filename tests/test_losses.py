@@ -368,3 +368,34 @@ def test_property_atkd_equals_reference(case, k, lam):
     s, t, y = make((2, 6, v), seed=seed, scale=scale)
     got = build_loss({"name": "fkl", "atkd": {"k": k, "lam": lam}})(s, t, y)
     torch.testing.assert_close(got, ref.loss(s, t, y, atkd={"k": k, "lam": lam}), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "ce",
+        "fkl",
+        "dkd",
+        {"name": "dkd", "alpha": 2.0, "beta": 0.5, "atkd": {}},
+        {"name": "fkl", "atkd": {}},
+        {"name": "fkl", "atkd": {"k": 0.3, "lam": 0.6, "unc_weight": True}},
+        {"name": "fkl", "atkd": {"split": "sequence"}, "temperature": 2.0},
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_closed_form_gradients_equal_autograd_path(spec, dtype):
+    import dataclasses
+
+    from atkd.losses import KDLoss, parse_spec
+
+    s, t, y = make((3, 8, 41), dtype=dtype, seed=15)
+    s.requires_grad_(True)
+    cfg = parse_spec(spec)
+    assert cfg.closed_form
+    fast = KDLoss(cfg)(s, t, y)
+    (g_fast,) = torch.autograd.grad(fast, s)
+    slow = KDLoss(dataclasses.replace(cfg, closed_form=False))(s, t, y)
+    (g_slow,) = torch.autograd.grad(slow, s)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-2}[dtype]
+    torch.testing.assert_close(fast, slow, rtol=tol, atol=tol)
+    torch.testing.assert_close(g_fast.double(), g_slow.double(), rtol=tol, atol=tol)
