@@ -399,3 +399,19 @@ def test_closed_form_gradients_equal_autograd_path(spec, dtype):
     tol = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-2}[dtype]
     torch.testing.assert_close(fast, slow, rtol=tol, atol=tol)
     torch.testing.assert_close(g_fast.double(), g_slow.double(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("vocab", [50257, 128256])
+@pytest.mark.parametrize("spec", ["fkl", {"name": "fkl", "atkd": {}}, {"name": "jsd", "atkd": {}}])
+def test_large_vocab_chunked_equals_unchunked_and_reference(vocab, spec):
+    s, t, y = make((2, 5, vocab), dtype=torch.float32, seed=16)
+    s.requires_grad_(True)
+    base = spec if isinstance(spec, dict) else {"name": spec}
+    whole = build_loss({**base, "chunk_size": 0})(s, t, y)
+    (g_whole,) = torch.autograd.grad(whole, s)
+    chunked = build_loss({**base, "chunk_size": 2})(s, t, y)
+    (g_chunked,) = torch.autograd.grad(chunked, s)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-7)
+    assert torch.equal(g_chunked, g_whole)
+    want = ref.loss(s.detach().double(), t.double(), y, base["name"], atkd=base.get("atkd"))
+    torch.testing.assert_close(whole.double(), want, rtol=1e-5, atol=1e-6)
