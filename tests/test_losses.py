@@ -413,6 +413,6 @@ def test_large_vocab_chunked_equals_unchunked_and_reference(vocab, spec):
     (g_chunked,) = torch.autograd.grad(chunked, s)
     torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-7)
     # row-wise math; only the vectorised reductions' split may differ with the chunk's row count
-    torch.testing.assert_close(g_chunked, g_whole, rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(g_chunked, g_whole, rtol=1e-5, atol=1e-8)
     want = ref.loss(s.detach().double(), t.double(), y, base["name"], atkd=base.get("atkd"))
     torch.testing.assert_close(whole.double(), want, rtol=1e-5, atol=1e-6)
