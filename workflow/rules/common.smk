@@ -76,9 +76,16 @@ def train_args(*sections, **fixed):
     return set_args(**fields)
 
 
+def use_cache(method):
+    """Ground-truth methods read the teacher's cached logits instead of running the teacher."""
+    return config.get("teacher_cache", {}).get("enabled", True) and needs_teacher(method)
+
+
 def teacher_input(w):
     if w.teacher == NO_TEACHER:
         return []
+    if use_cache(w.method):
+        return [f"{TEACHER_DIR}/{w.teacher}/cache/meta.json"]
     return [f"{TEACHER_DIR}/{w.teacher}/train_summary.json"]
 
 
@@ -94,7 +101,9 @@ def distill_args(w):
         threads=config["threads"],
         progress=False,
     )
-    if w.teacher != NO_TEACHER:
+    if w.teacher != NO_TEACHER and use_cache(w.method):
+        fixed["teacher_cache"] = f"{TEACHER_DIR}/{w.teacher}/cache"
+    elif w.teacher != NO_TEACHER:
         fixed["teacher"] = f"{TEACHER_DIR}/{w.teacher}/final"
     return train_args(config["distill"], method.get("train", {}), **fixed)
 

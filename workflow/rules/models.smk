@@ -77,3 +77,30 @@ rule model_table:
         **resources_for("model_table"),
     shell:
         "atkd model-table --out {output} {params.models} > {log} 2>&1"
+
+
+rule teacher_cache:
+    """The teacher's logits at every response position of the training data, computed once and shared
+    by every student distilled from it on ground-truth sequences."""
+    conda:
+        ENV
+    input:
+        teacher=f"{TEACHER_DIR}/{{teacher}}/train_summary.json",
+        world=rules.world.output.manifest,
+    output:
+        f"{TEACHER_DIR}/{{teacher}}/cache/meta.json",
+    params:
+        teacher=parent("input", 0),
+        world=parent("input", 1),
+        out=parent("output"),
+        max_length=config["distill"].get("max_length", 512),
+        dtype=config.get("teacher_cache", {}).get("dtype", "float16"),
+    log:
+        f"{LOGS}/teacher_cache/{{teacher}}.log",
+    threads: config["threads"]
+    resources:
+        **resources_for("teacher_cache"),
+    shell:
+        "atkd teacher-cache --teacher {params.teacher}/final --train-data {params.world}/train.jsonl"
+        " --out {params.out} --max-length {params.max_length} --dtype {params.dtype}"
+        " --threads {threads} > {log} 2>&1"
