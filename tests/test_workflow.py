@@ -82,7 +82,7 @@ def test_config_errors_name_the_valid_choices(tmp_path):
         "--configfile",
         str(smoke_config(tmp_path, evaluation={"suites": ["squad"], "max_new_tokens": 8, "batch_size": 2})),
     )
-    assert out.returncode != 0 and "squad" in out.stderr
+    assert out.returncode != 0 and "squad" in out.stdout + out.stderr
 
 
 def test_smoke_workflow_end_to_end(tmp_path):
