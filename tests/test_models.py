@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_world import write_world
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from atkd.models import (
@@ -20,19 +19,7 @@ from atkd.models import (
 )
 from atkd.models.tokenizer import EOS_TOKEN, PAD_TOKEN
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and do not spin-wait when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return write_world(tmp_path_factory.mktemp("world"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tokenizer_round_trip_and_single_digit_tokens(world):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_world import records, write_world
+from tiny_world import records
 
 from atkd.data.template import format_prompt
 from atkd.losses import build_loss
@@ -18,19 +18,7 @@ from atkd.train.data import IGNORE_INDEX, batch_indices, collate, encode_record,
 from atkd.train.loop import load_config_file, lr_lambda
 from atkd.train.teacher_cache import TeacherCache
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and do not spin-wait when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return write_world(tmp_path_factory.mktemp("world"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
