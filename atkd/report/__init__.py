@@ -1,6 +1,6 @@
 """The report stage: tables and figures from the tidy result files, and the collection of per-run rows.
 
-    atkd collect --out results/metrics.csv results/runs/*/eval/metrics.csv
+    atkd collect --out results/metrics.csv results/runs/*/*/*/*/eval/metrics.csv
     atkd report --metrics results/metrics.csv --models results/models.csv \
         --tables results/tables --figures figures
 
