@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from atkd.data.suites import GENERATION_SUITES
+from atkd.data.suites import SUITE_NAMES as SUITES
 from atkd.losses import parse_spec
 from atkd.models.ladder import LADDER
-
-SUITES = ("dolly", "vicuna", "selfinst", "koala", "wizardlm", "mmlu", "drop", "bbh")
 
 
 def _check_model(where: str, entry: Mapping[str, Any]) -> None:
@@ -49,3 +49,13 @@ def check_study(config: Mapping[str, Any]) -> None:
     for suite in config["evaluation"]["suites"]:
         if suite not in SUITES:
             raise ValueError(f"evaluation.suites: unknown suite {suite!r}; valid: {', '.join(SUITES)}")
+    evaluated = config["evaluation"]["suites"]
+    for suite, shots in config["evaluation"].get("num_fewshot", {}).items():
+        if suite not in evaluated or suite in GENERATION_SUITES:
+            valid = [s for s in evaluated if s not in GENERATION_SUITES]
+            raise ValueError(
+                f"evaluation.num_fewshot: {suite!r} is not an evaluated understanding suite;"
+                f" valid: {', '.join(valid)}"
+            )
+        if not isinstance(shots, int) or shots < 0:
+            raise ValueError(f"evaluation.num_fewshot.{suite}: expected a count >= 0, got {shots!r}")

@@ -20,6 +20,7 @@ from atkd.data.jsonl import read_jsonl
 from atkd.data.judge import (
     answer_distribution,
     exact_match,
+    extract_short_answer,
     first_line,
     judge_score,
     normalize_answer,
@@ -404,3 +405,16 @@ def test_cli_world_command(tmp_path, monkeypatch, capsys):
     assert "world seed=3" in capsys.readouterr().out
     for suite in SUITES:
         assert (tmp_path / "w" / "suites" / f"{suite}.jsonl").is_file()
+
+
+def test_short_answer_references_score_full_marks(world):
+    """The sentence-style reference of every DROP/BBH record gives back its gold answer under the scorer's
+    extraction, and a non-numeric gold is one of the record's candidates (so chance level is defined)."""
+    root, _ = world
+    for suite in ("drop", "bbh"):
+        for name in (f"{suite}.jsonl", f"{suite}.fewshot.jsonl"):
+            for r in _load(root / "suites" / name):
+                numeric = re.fullmatch(r"-?\d+", r["answer"]) is not None
+                assert numeric or r["answer"] in r["candidates"], r
+                assert numeric == (r["candidates"] == []), r
+                assert extract_short_answer(r["output"], r["candidates"], numeric) == r["answer"], r

@@ -58,7 +58,7 @@ def test_dry_run_plans_every_run(configfile):
         if len(line.split()) == 2 and line.split()[1].isdigit()
     }
     assert counts["distill"] == expected and counts["evaluate"] == expected
-    assert counts["teacher"] == n_teachers
+    assert counts["teacher"] == n_teachers and counts["evaluate_teacher"] == n_teachers
 
 
 def test_config_errors_name_the_valid_choices(tmp_path):
@@ -74,6 +74,10 @@ def test_config_errors_name_the_valid_choices(tmp_path):
     bad = copy.deepcopy(cfg)
     bad["methods"]["sft"]["atkd"] = ["on"]
     with pytest.raises(ValueError, match="needs a teacher"):
+        check_study(bad)
+    bad = copy.deepcopy(cfg)
+    bad["evaluation"]["num_fewshot"] = {"dolly": 2}
+    with pytest.raises(ValueError, match=r"evaluation.num_fewshot: 'dolly' .*; valid: mmlu"):
         check_study(bad)
     # the schema rejects unknown keys and suites before any job runs
     out = snakemake(
@@ -94,7 +98,8 @@ def test_smoke_workflow_end_to_end(tmp_path):
     metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False)
     smoke = yaml.safe_load(cfg.read_text())
     assert set(metrics["task"]) == set(smoke["evaluation"]["suites"])
-    assert set(metrics["method"]) == set(smoke["methods"])
+    assert set(metrics["method"]) == set(smoke["methods"]) | {"teacher"}  # teachers are evaluated too
+    assert set(metrics.loc[metrics["method"] == "teacher", "teacher"]) == set(smoke["teachers"])
     assert set(metrics.loc[metrics["method"] == "kd", "atkd"]) == {"on", "off"}
     assert metrics["value"].between(0, 1).all()
     main = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)

@@ -192,3 +192,25 @@ def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
     golds = [gold] if isinstance(gold, str) else list(gold)
     pred = normalize_answer(prediction)
     return float(any(pred == normalize_answer(g) for g in golds))
+
+
+def extract_short_answer(generation: str, candidates: Sequence[str], numeric: bool) -> str | None:
+    """The answer a sentence-style generation gives (lm-eval's "flexible extract"), or None.
+
+    Reads the first line only. A numeric question's answer is the first integer there ("There are 17
+    bells in total." -> "17"); otherwise it is the candidate (a name, object or truth value the question
+    is about) mentioned first as whole words ("Tata has more rakes." -> "Tata"). Mentioning a wrong
+    candidate first is a wrong answer, and mentioning none gives None, so guessing stays at chance.
+    """
+    line = first_line(generation)
+    if numeric:
+        match = _INT.search(line)
+        return match.group(0) if match else None
+    norm = f" {normalize_answer(line)} "
+    best: tuple[int, str] | None = None
+    for cand in candidates:
+        c = normalize_answer(cand)
+        pos = norm.find(f" {c} ") if c else -1
+        if pos >= 0 and (best is None or pos < best[0]):
+            best = (pos, cand)
+    return None if best is None else best[1]

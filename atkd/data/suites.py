@@ -18,7 +18,12 @@ Three understanding suites (accuracy), each with its own few-shot pool:
 - `bbh`  multi-step symbolic reasoning (3-shot): tracking swapped objects, boolean expressions, ordering;
          the training `logic` family has only single-step versions of each. `task`, `question`, `answer`.
 
-Understanding records also carry `instruction`/`input`/`output`, so the one prompt template applies.
+Understanding records also carry `instruction`/`input`/`output`, so the one prompt template applies. For
+drop and bbh `output` is the answer written as a sentence in the style of the training families ("Tata has
+more rakes.", "There are 17 bells in total."), which is what the few-shot examples show; `answer` is the
+short gold answer and `candidates` the names or objects it is one of ([] when it is a number), which the
+scorer needs to pull the answer out of a sentence (lm-eval's "flexible extract", see
+`atkd.data.judge.extract_short_answer`).
 """
 
 from __future__ import annotations
@@ -154,23 +159,29 @@ def gen_drop(rng: random.Random, ctx: WorldContext) -> Record:
     qtype = rng.choice(("sum", "diff", "compare", "count", "total"))
     if qtype == "sum":
         question, answer = f"How many {main} do {a} and {b} have together?", str(ca + cb)
+        output = f"{a} and {b} have {answer} {main} together."
     elif qtype == "diff":
         (a, ca), (b, cb) = sorted([(a, ca), (b, cb)], key=lambda x: -x[1])
         question, answer = f"How many more {main} does {a} have than {b}?", str(ca - cb)
+        output = f"{a} has {answer} more {main} than {b}."
     elif qtype == "compare":
         question, answer = f"Who has more {main}, {a} or {b}?", a if ca > cb else b
+        output = f"{answer} has more {main}."
     elif qtype == "count":
         question, answer = f"How many people have {main}?", str(len(holders))
+        output = f"{answer} people have {main}."
     else:
         question, answer = f"How many {main} are there in total?", str(sum(c for _, c in holders))
+        output = f"There are {answer} {main} in total."
     return {
         "task": qtype,
         "passage": passage,
         "question": question,
         "answer": answer,
+        "candidates": list(names) if qtype == "compare" else [],
         "instruction": question,
         "input": passage,
-        "output": answer,
+        "output": output,
     }
 
 
@@ -215,9 +226,11 @@ def gen_bbh(rng: random.Random, ctx: WorldContext, task: str) -> Record:
             text += f" {('First', 'Then', 'Finally')[i]} {a} and {b} swap."
         who = rng.choice(names)
         question, answer = f"{text} What does {who} have now?", holding[who]
+        output, candidates = f"{who} has {article(answer)}.", list(objects)
     elif task == "boolean_expressions":
         expr, value, _ = _bool_tree(rng, rng.randint(2, 3))
         question, answer = f"What is {expr}?", str(value)
+        output, candidates = answer, ["True", "False"]
     elif task == "logical_deduction":
         n = rng.randint(3, 4)
         order = rng.sample(ctx.extra_names, n)  # order[0] has the most of the property
@@ -231,13 +244,15 @@ def gen_bbh(rng: random.Random, ctx: WorldContext, task: str) -> Record:
         superlative |= {"faster": "fastest", "slower": "slowest"}
         question = " ".join(facts) + f" Who is the {superlative[more if most else less]}?"
         answer = order[0] if most else order[-1]
+        output, candidates = f"{answer} is the {superlative[more if most else less]}.", list(order)
     else:
         raise ValueError(f"unknown BBH task {task!r}; expected one of {BBH_TASKS}")
     return {
         "task": task,
         "question": question,
         "answer": answer,
+        "candidates": candidates,
         "instruction": question,
         "input": "",
-        "output": answer,
+        "output": output,
     }

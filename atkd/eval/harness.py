@@ -56,7 +56,7 @@ SUITE_KIND: dict[str, str] = {
 PRIMARY_METRIC: dict[str, str] = {
     "generation": "judge_ratio",
     "multiple_choice": "acc",
-    "short_answer": "exact_match",
+    "short_answer": "acc",
 }
 METRIC_COLUMNS = ("task", "metric", "value", "n")
 DEFAULT_MAX_NEW_TOKENS = 256  # the study's greedy budget
@@ -64,7 +64,7 @@ DEFAULT_FEWSHOT_SEED = 1234  # lm-eval's default; fixed so that few-shot prompts
 
 
 def primary_metric(suite: str) -> str:
-    """The metric that stands for `suite` in tables (judge ratio, accuracy or exact match)."""
+    """The metric that stands for `suite` in tables (judge ratio or accuracy)."""
     return PRIMARY_METRIC[SUITE_KIND[suite]]
 
 
@@ -110,9 +110,10 @@ def task_config(
     *,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     temperature: float = 0.0,
+    num_fewshot: int | None = None,
 ) -> dict[str, Any]:
     """The run-time task YAML of one suite (as a dict): the kind's template, the data paths, the few-shot
-    count from `atkd.data.suites`, and the generation settings.
+    count (`num_fewshot`, default the suite's own from `atkd.data.suites`), and the generation settings.
 
     `max_new_tokens` caps generation suites, and short-answer suites at their template's own smaller cap;
     `temperature` > 0 samples the generation suites (MiniLLM/DistiLLM protocol); understanding suites stay
@@ -123,6 +124,11 @@ def task_config(
     if temperature < 0 or math.isnan(temperature):
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     kind = SUITE_KIND[suite]
+    if num_fewshot is not None and (kind == "generation" or num_fewshot < 0):
+        raise ValueError(
+            f"num_fewshot for {suite!r}: only understanding suites take few-shot examples, as a count >= 0"
+            f" (got {num_fewshot})"
+        )
     test, fewshot = suite_files(world_dir, suite)
     cfg: dict[str, Any] = {
         "include": str(TASKS_DIR / f"{kind}.yaml"),
@@ -132,7 +138,8 @@ def task_config(
     if fewshot is not None:
         cfg["dataset_kwargs"]["fewshot_path"] = str(fewshot)
     if kind != "generation":
-        cfg["num_fewshot"] = int(UNDERSTANDING_SUITES[suite]["num_fewshot"])
+        shots = UNDERSTANDING_SUITES[suite]["num_fewshot"] if num_fewshot is None else num_fewshot
+        cfg["num_fewshot"] = int(shots)
     if kind != "multiple_choice":
         gen = dict(_template(kind)["generation_kwargs"])
         gen["max_gen_toks"] = (
@@ -151,13 +158,26 @@ def write_task_yamls(
     *,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     temperature: float = 0.0,
+    num_fewshot: Mapping[str, int] | None = None,
 ) -> list[Path]:
     """Write `tasks_dir/atkd_<suite>.yaml` for each suite (atomically) and remove task YAMLs of earlier
     runs, so the folder describes this run only; returns the paths. Nothing is written if any suite's
-    files are missing."""
+    files are missing. `num_fewshot` overrides the few-shot count of named suites."""
+    suites = validate_suites(suites)
+    shots = dict(num_fewshot or {})
+    if unknown := sorted(set(shots) - set(suites)):
+        raise ValueError(
+            f"num_fewshot names suites not evaluated in this run: {unknown} (evaluated: {suites})"
+        )
     configs = {
-        suite: task_config(suite, world_dir, max_new_tokens=max_new_tokens, temperature=temperature)
-        for suite in validate_suites(suites)
+        suite: task_config(
+            suite,
+            world_dir,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            num_fewshot=shots.get(suite),
+        )
+        for suite in suites
     }
     tasks_dir = Path(tasks_dir)
     paths = []
@@ -238,7 +258,7 @@ def generation_records(
                     judge, judge_ref = s["judge_ratio"]
                     rec["scores"] = {"rougeL": s["rougeL"], "judge": judge, "judge_reference": judge_ref}
                 else:
-                    rec["scores"] = {"exact_match": s["exact_match"], "f1": s["f1"]}
+                    rec["scores"] = {"acc": s["acc"], "exact_match": s["exact_match"], "f1": s["f1"]}
             out.append(rec)
     return out
 
@@ -273,6 +293,7 @@ def evaluate(
     seed: int = 0,
     temperature: float = 0.0,
     fewshot_seed: int = DEFAULT_FEWSHOT_SEED,
+    num_fewshot: Mapping[str, int] | None = None,
     threads: int | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
@@ -281,7 +302,8 @@ def evaluate(
     the metric rows.
 
     `limit` evaluates the first N documents of each suite; `seed` seeds Python, NumPy and torch (it only
-    matters when sampling, `temperature` > 0); `fewshot_seed` picks the few-shot examples; `threads` sets
+    matters when sampling, `temperature` > 0); `fewshot_seed` picks the few-shot examples and `num_fewshot`
+    ({suite: n}) overrides how many an understanding suite shows; `threads` sets
     torch's intra-op threads for the call (set it to the cores the job really has: oversubscribed CPU
     threads made evaluation ~10x slower on a loaded 2-core machine); `meta` columns (e.g. run, student,
     teacher, method, atkd, seed) are prepended to every output row.
@@ -297,7 +319,14 @@ def evaluate(
     out_dir = Path(out_dir)
     tasks_dir = out_dir / "tasks"
     # Everything that can fail on bad input fails here, before the model is loaded.
-    write_task_yamls(suites, world_dir, tasks_dir, max_new_tokens=max_new_tokens, temperature=temperature)
+    write_task_yamls(
+        suites,
+        world_dir,
+        tasks_dir,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        num_fewshot=num_fewshot,
+    )
 
     import lm_eval
     import torch
@@ -358,6 +387,14 @@ def _meta_item(item: str) -> tuple[str, str]:
     return key, value
 
 
+def _shots_item(item: str) -> tuple[str, int]:
+    key, value = _meta_item(item)
+    try:
+        return key, int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SUITE=N with an integer N, got {item!r}") from None
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     rows = evaluate(
         args.model,
@@ -372,6 +409,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         threads=args.threads,
         meta=dict(args.meta),
+        num_fewshot=dict(args.num_fewshot),
     )
     for r in rows:
         print(f"{r['task']:<10} {r['metric']:<12} {r['value']:.4f}  (n={r['n']})")
@@ -404,6 +442,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--num-fewshot",
+        nargs="*",
+        type=_shots_item,
+        default=[],
+        metavar="SUITE=N",
+        help="few-shot examples of an understanding suite (default: mmlu=5 drop=3 bbh=3)",
+    )
     p.add_argument(
         "--meta",
         nargs="*",

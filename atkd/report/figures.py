@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 
 from atkd.report.tables import AVERAGE  # noqa: E402
 
+TEACHER_METHOD = "teacher"  # rows of a teacher's own evaluation (method column of metrics.csv)
 # One colour per method, stable across every figure of the suite.
 PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 
@@ -43,13 +44,24 @@ def teacher_sweep(
     """Student score vs teacher size, one line per method, solid without and dashed with ATKD.
 
     Error bars are the standard deviation over seeds; methods without a teacher (SFT) are drawn as a
-    horizontal band.
+    horizontal band, and the teachers' own scores (method `teacher`), where present, as a grey line.
     """
     params = dict(zip(models["model"], models["params"], strict=False))
     sc = scores[scores["task"] == task]
     colours = method_colours(methods)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method in methods:
+    own = sc[sc["method"] == TEACHER_METHOD].groupby("teacher")["value"].mean().reset_index()
+    if not own.empty:
+        own["params"] = own["teacher"].map(params)
+        if own["params"].isna().any():
+            raise ValueError(
+                f"teacher(s) {sorted(own.loc[own['params'].isna(), 'teacher'])} are not in models.csv"
+            )
+        own = own.sort_values("params")
+        ax.plot(
+            own["params"], own["value"], color="#888888", marker="^", ls="-", lw=1, label="teacher itself"
+        )
+    for method in (m for m in methods if m != TEACHER_METHOD):
         for atkd, style in (("off", "-"), ("on", "--")):
             sub = sc[(sc["method"] == method) & (sc["atkd"] == atkd)]
             if sub.empty:

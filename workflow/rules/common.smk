@@ -108,6 +108,24 @@ def distill_args(w):
     return train_args(config["distill"], method.get("train", {}), **fixed)
 
 
+def eval_args():
+    """The `atkd evaluate` options every evaluated model shares (suites, limit, budgets, few-shot counts)."""
+    e = config["evaluation"]
+    args = f"--suites {' '.join(e['suites'])} --max-new-tokens {e['max_new_tokens']} --batch-size {e['batch_size']}"
+    if e.get("limit"):
+        args += f" --limit {e['limit']}"
+    if e.get("num_fewshot"):
+        args += " --num-fewshot " + " ".join(f"{k}={v}" for k, v in e["num_fewshot"].items())
+    return args
+
+
+def teacher_meta(w):
+    """Rows of a teacher's own evaluation: method `teacher`, the teacher as both student and teacher."""
+    seed = config["world"]["seed"]
+    meta = dict(run=f"teacher/{w.teacher}", student=w.teacher, teacher=w.teacher, method="teacher", atkd="off")
+    return " ".join(shlex.quote(f"{k}={v}") for k, v in {**meta, "seed": seed}.items())
+
+
 def eval_meta(w):
     student = config["student"].get("arch") or config["student"].get("model")
     teacher = "" if w.teacher == NO_TEACHER else w.teacher

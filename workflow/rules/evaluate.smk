@@ -1,4 +1,5 @@
-# Every distilled student on the configured suites, through lm-evaluation-harness in-process.
+# Every distilled student, and every teacher, on the configured suites through lm-evaluation-harness
+# in-process.
 
 
 rule evaluate:
@@ -13,15 +14,36 @@ rule evaluate:
         run=lambda w: run_dir(w.method, w.teacher, w.atkd, w.seed),
         meta=eval_meta,
         world=parent("input", 1),
-        e=config["evaluation"],
-        suites=" ".join(config["evaluation"]["suites"]),
-        limit=lambda w: f"--limit {config['evaluation']['limit']}" if config["evaluation"].get("limit") else "",
+        args=eval_args(),
     log:
         f"{LOGS}/evaluate/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
     threads: config["threads"]
     resources:
         **resources_for("evaluate"),
     shell:
-        "atkd evaluate --model {params.run}/final --world {params.world} --suites {params.suites} {params.limit}"
-        " --max-new-tokens {params.e[max_new_tokens]} --batch-size {params.e[batch_size]}"
+        "atkd evaluate --model {params.run}/final --world {params.world} {params.args}"
         " --threads {threads} --out {params.run}/eval --meta {params.meta} > {log} 2>&1"
+
+
+rule evaluate_teacher:
+    """A teacher's own scores: the reference line of the teacher sweep (does quality rise with size?)."""
+    conda:
+        ENV
+    input:
+        teacher=f"{TEACHER_DIR}/{{teacher}}/train_summary.json",
+        world=rules.world.output.manifest,
+    output:
+        metrics=f"{TEACHER_DIR}/{{teacher}}/eval/metrics.csv",
+    params:
+        teacher=parent("input", 0),
+        meta=teacher_meta,
+        world=parent("input", 1),
+        args=eval_args(),
+    log:
+        f"{LOGS}/evaluate/teacher/{{teacher}}.log",
+    threads: config["threads"]
+    resources:
+        **resources_for("evaluate"),
+    shell:
+        "atkd evaluate --model {params.teacher}/final --world {params.world} {params.args}"
+        " --threads {threads} --out {params.teacher}/eval --meta {params.meta} > {log} 2>&1"

@@ -5,7 +5,8 @@ rule collect:
     conda:
         ENV
     input:
-        [f"{run_dir(*r)}/eval/metrics.csv" for r in runs()],
+        [f"{run_dir(*r)}/eval/metrics.csv" for r in runs()]
+        + [f"{TEACHER_DIR}/{t}/eval/metrics.csv" for t in config["teachers"]],
     output:
         f"{RESULTS}/metrics.csv",
     log:
