@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "atkd.models.cli",
     "atkd.models.info",
     "atkd.train.loop",
+    "atkd.train.generate",
     "atkd.eval.harness",
     "atkd.report",
 ]

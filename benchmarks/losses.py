@@ -163,8 +163,16 @@ def main(argv: list[str] | None = None) -> int:
                     if loss == "ce" and atkd == "on":
                         continue
                     for impl in args.impl:
-                        row = dict(device=device.type, dtype=args.dtype, loss=loss, atkd=atkd, vocab=vocab,
-                                   tokens=tokens, impl=impl, threads=torch.get_num_threads())
+                        row = dict(
+                            device=device.type,
+                            dtype=args.dtype,
+                            loss=loss,
+                            atkd=atkd,
+                            vocab=vocab,
+                            tokens=tokens,
+                            impl=impl,
+                            threads=torch.get_num_threads(),
+                        )
                         gb = ref_gb if impl == "reference" else lib_gb
                         if gb > args.max_gb:
                             status = f"skipped: needs ~{gb:.0f} GB > --max-gb"

@@ -42,10 +42,14 @@ def encode_record(record: dict, tokenizer: PreTrainedTokenizerBase, max_length: 
     """Tokenise one instruction record with the template; None if the prompt leaves no room for a target.
 
     Sequences longer than `max_length` are cut at the right (losing the tail of the response and EOS).
+    A record with `"complete": false` (a generated answer cut by its token budget) gets no EOS: the
+    model that wrote it did not stop there.
     """
     prompt, response = format_example(record)
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if record.get("complete", True) is not False:
+        r_ids = r_ids + [tokenizer.eos_token_id]
     ids = (p_ids + r_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(p_ids) + r_ids)[:max_length]
     if len(p_ids) >= len(ids) or len(ids) < 2:
@@ -61,7 +65,7 @@ def load_sft(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: i
         if ex is None:
             dropped += 1
             continue
-        truncated += ex.labels[-1] != tokenizer.eos_token_id
+        truncated += rec.get("complete", True) is not False and ex.labels[-1] != tokenizer.eos_token_id
         examples.append(ex)
     if dropped or truncated:
         log.warning(

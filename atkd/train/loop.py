@@ -26,6 +26,7 @@ Output directory layout:
     train_config.json    the resolved configuration
     checkpoints/step-00000100/  resumable state (removed when the run completes, unless keep_final_checkpoint)
     hf/step-00000100/    intermediate HF checkpoints (model + tokenizer) requested with `save_hf_at`
+    hf/epoch-1/          the same, requested by epoch with `save_hf_at_epochs` (an early-stopped teacher)
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from atkd.models.ladder import LADDER, build_model, count_params, load_model, sa
 from atkd.models.tokenizer import load_tokenizer
 from atkd.train import teacher_cache
 from atkd.train.data import IGNORE_INDEX, Example, batch_indices, collate, load_examples
+from atkd.train.sampling import check_aligned, generation_seed, parse_sampling, student_batch, use_source
 from atkd.train.teacher_cache import TeacherCache
 
 log = logging.getLogger("atkd.train")
@@ -72,6 +74,7 @@ COSMETIC_FIELDS = frozenset(
         "keep_checkpoints",
         "keep_final_checkpoint",
         "save_hf_at",
+        "save_hf_at_epochs",
         "threads",
         "valid_data",
     }
@@ -103,6 +106,8 @@ class TrainConfig:
     teacher: str | None = None  # HF dir or Hub id; the loss needs a teacher or a teacher_cache
     teacher_cache: str | None = None  # `atkd teacher-cache` output: precomputed teacher logits on train_data
     loss: str | dict = "ce"  # a spec for atkd.losses.build_loss
+    sampling: str | dict | None = None  # atkd.train.sampling spec: source (ground_truth|teacher|student), lam
+    teacher_data: str | None = None  # source `teacher`: teacher answers to train_data (`atkd generate`)
     valid_data: str | None = None  # .jsonl; mean CE per response token is logged
     seed: int = 0
     epochs: float = 1.0
@@ -129,6 +134,7 @@ class TrainConfig:
     keep_checkpoints: int = 1
     keep_final_checkpoint: bool = False
     save_hf_at: list[int] = field(default_factory=list)  # steps at which to save an HF checkpoint
+    save_hf_at_epochs: list[float] = field(default_factory=list)  # the same by epoch: hf/epoch-<e>
     progress: bool = True
 
     @classmethod
@@ -174,8 +180,11 @@ class TrainConfig:
                 raise ValueError(f"arch {self.arch!r} is not in the ladder; known: {', '.join(LADDER)}")
             if self.tokenizer is None:
                 raise ValueError("'tokenizer' is required when starting from 'arch' (random init)")
-        if self.teacher is not None and self.teacher_cache is not None:
+        sampling = parse_sampling(self.sampling)  # raises with the valid sources/keys
+        if self.teacher is not None and self.teacher_cache is not None and not sampling.mixes:
             raise ValueError("set either 'teacher' or 'teacher_cache', not both")
+        if (sampling.source == "teacher") != (self.teacher_data is not None):
+            raise ValueError("sampling source 'teacher' and 'teacher_data' (the generated file) go together")
         parse_spec(self.loss)  # raises with the valid names/keys
         mb = self.micro_batch_size or self.batch_size
         positive = {
@@ -206,6 +215,9 @@ class TrainConfig:
                 raise ValueError(f"{key} must be a positive integer or null, got {value!r}")
         if any(not isinstance(s, int) or s < 1 for s in self.save_hf_at):
             raise ValueError(f"save_hf_at must be a list of positive step numbers, got {self.save_hf_at!r}")
+        bad = [e for e in self.save_hf_at_epochs if isinstance(e, bool) or not isinstance(e, int | float)]
+        if bad or any(e <= 0 for e in self.save_hf_at_epochs):
+            raise ValueError(f"save_hf_at_epochs must be positive numbers, got {self.save_hf_at_epochs!r}")
 
     @property
     def grad_accum(self) -> int:
@@ -218,6 +230,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def hf_saves(self, num_examples: int) -> dict[int, str]:
+        """{step: directory name under hf/} of every requested intermediate HF checkpoint."""
+        out = {s: f"step-{s:08d}" for s in self.save_hf_at}
+        for e in self.save_hf_at_epochs:
+            out[max(1, round(e * num_examples / self.batch_size))] = epoch_dir_name(e)
+        return out
+
+
+def epoch_dir_name(epochs: float) -> str:
+    """Directory name of the HF checkpoint saved after `epochs` epochs: epoch-1, epoch-0.5."""
+    return f"epoch-{float(epochs):g}"
 
 
 def weight_affecting(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -425,6 +449,10 @@ def _finished(output_dir: Path, cfg: TrainConfig) -> Path | None:
             f"{output_dir} holds a finished run with a different config (fields: "
             f"{', '.join(diff)}); use another output_dir or delete it"
         )
+    wanted = [f"step-{s:08d}" for s in cfg.save_hf_at] + [epoch_dir_name(e) for e in cfg.save_hf_at_epochs]
+    if missing := [name for name in wanted if not (output_dir / "hf" / name / "config.json").is_file()]:
+        log.info("%s: finished, but without hf/%s; training again (same result)", output_dir, missing[0])
+        return None
     return output_dir / "final"
 
 
@@ -467,7 +495,9 @@ def _teacher(
     device: torch.device,
     train_set: list[Example],
 ) -> tuple[torch.nn.Module | None, TeacherCache | None]:
-    """The frozen teacher (eval mode, no grad) or its logits cache, or neither; checks the vocabulary."""
+    """The frozen teacher (eval mode, no grad) and/or its logits cache on the training data, or neither;
+    checks the vocabulary. Both only when sampled batches need the live teacher and ground-truth batches
+    can read the cache."""
     if needs_teacher != (cfg.teacher is not None or cfg.teacher_cache is not None):
         name = parse_spec(cfg.loss).name
         raise ValueError(
@@ -475,6 +505,9 @@ def _teacher(
             if needs_teacher
             else f"loss {name!r} uses no teacher, but 'teacher' or 'teacher_cache' is set"
         )
+    if parse_sampling(cfg.sampling).mixes and needs_teacher and cfg.teacher is None:
+        raise ValueError("sampled sequences need the live 'teacher' (a teacher_cache covers train_data only)")
+    cache = None
     if cfg.teacher_cache is not None:
         cache = TeacherCache(cfg.teacher_cache)
         if cache.meta["vocab_size"] != student.config.vocab_size:
@@ -483,9 +516,8 @@ def _teacher(
                 f"{student.config.vocab_size}"
             )
         cache.check(cfg.train_data, tokenizer, cfg.max_length, train_set)
-        return None, cache
     if cfg.teacher is None:
-        return None, None
+        return None, cache
     teacher = load_model(cfg.teacher, device).eval().requires_grad_(False)
     if teacher.config.vocab_size != student.config.vocab_size:
         raise ValueError(
@@ -495,13 +527,10 @@ def _teacher(
     try:
         t_tok = load_tokenizer(cfg.teacher)
     except (OSError, ValueError):
-        return (
-            teacher,
-            None,
-        )  # a checkpoint without tokenizer files: the vocab sizes agree, nothing more to check
+        return teacher, cache  # a checkpoint without tokenizer files: the vocab sizes agree, nothing more
     if t_tok.get_vocab() != tokenizer.get_vocab():
         raise ValueError(f"teacher {cfg.teacher} uses a different tokenizer from the student's")
-    return teacher, None
+    return teacher, cache
 
 
 def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], None] | None = None) -> Path:
@@ -526,9 +555,15 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
     loss_fn = build_loss(cfg.loss)
     train_set = load_examples(cfg.train_data, tokenizer, cfg.max_length)
     teacher, cache = _teacher(cfg, loss_fn.config.needs_teacher, model, tokenizer, device, train_set)
+    sampling = parse_sampling(cfg.sampling)
+    teacher_set = None
+    if sampling.source == "teacher":
+        teacher_set = load_examples(cfg.teacher_data, tokenizer, cfg.max_length)
+        check_aligned(train_set, teacher_set, cfg.teacher_data)
     valid_set = load_examples(cfg.valid_data, tokenizer, cfg.max_length) if cfg.valid_data else None
     mb, bs = cfg.micro_batch_size or cfg.batch_size, cfg.batch_size
     steps = cfg.total_steps(len(train_set))
+    hf_saves = cfg.hf_saves(len(train_set))
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * steps)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -592,12 +627,30 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
         while state["step"] < steps:
             t0 = time.perf_counter()
             idx = batch_indices(len(train_set), cfg.seed, state["step"] * bs, bs)
+            sampled = use_source(sampling, cfg.seed, state["step"])
+            if sampled and teacher_set is not None:
+                examples = [teacher_set[i] for i in idx]
+            elif sampled:  # on-policy: the current student answers this step's prompts
+                examples = student_batch(
+                    model,
+                    [train_set[i] for i in idx],
+                    sampling,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=pad,
+                    max_length=cfg.max_length,
+                    seed=generation_seed(cfg.seed, state["step"]),
+                    device=device,
+                )
+            else:
+                examples = [train_set[i] for i in idx]
             micro = []
             for j in range(0, bs, mb):
-                micro.append(collate([train_set[i] for i in idx[j : j + mb]], pad))
-                if cache is not None:
+                micro.append(collate(examples[j : j + mb], pad))
+                if cache is not None and not sampled:
                     micro[-1]["teacher_logits"] = cache.aligned(idx[j : j + mb], micro[-1])
             stats = forward_backward(model, micro, loss_fn, teacher, device, bf16)
+            if sampling.mixes:
+                stats["sampled"] = float(sampled)
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
@@ -631,8 +684,8 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
                 bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:,.0f}")
             if valid_set is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
                 emit({"step": step, "valid_loss": evaluate_loss(model, valid_set, pad, mb, device, bf16)})
-            if step in cfg.save_hf_at:
-                save_model(model, out / "hf" / f"step-{step:08d}", tokenizer)
+            if step in hf_saves:
+                save_model(model, out / "hf" / hf_saves[step], tokenizer)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
                 save_checkpoint(
                     out,
@@ -682,17 +735,20 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
 
 
 class _Window:
-    """Running sums between two log lines: mean loss (and CE), processed tokens per second."""
+    """Running sums between two log lines: mean loss (and CE), processed tokens per second, and the share
+    of steps whose sequences came from the sampling source."""
 
     def __init__(self) -> None:
-        self.loss = self.ce = self.time = 0.0
+        self.loss = self.ce = self.time = self.sampled = 0.0
         self.steps = self.tokens = 0
-        self.has_ce = False
+        self.has_ce = self.has_sampled = False
 
     def add(self, stats: Mapping[str, float], seconds: float) -> None:
         self.loss += stats["loss"]
         self.ce += stats.get("ce", 0.0)
         self.has_ce = self.has_ce or "ce" in stats
+        self.sampled += stats.get("sampled", 0.0)
+        self.has_sampled = self.has_sampled or "sampled" in stats
         self.steps += 1
         self.tokens += int(stats["tokens"])
         self.time += seconds
@@ -701,6 +757,8 @@ class _Window:
         out = {"loss": self.loss / self.steps}
         if self.has_ce:
             out["ce"] = self.ce / self.steps
+        if self.has_sampled:
+            out["sampled"] = self.sampled / self.steps
         out["tokens_per_s"] = round(self.tokens / max(self.time, 1e-9), 1)
         self.__init__()
         return out
