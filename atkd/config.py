@@ -14,6 +14,8 @@ from atkd.data.suites import GENERATION_SUITES
 from atkd.data.suites import SUITE_NAMES as SUITES
 from atkd.losses import parse_spec
 from atkd.models.ladder import LADDER
+from atkd.plugins import load_plugins
+from atkd.train.sampling import parse_sampling
 
 
 def _check_model(where: str, entry: Mapping[str, Any]) -> None:
@@ -24,24 +26,70 @@ def _check_model(where: str, entry: Mapping[str, Any]) -> None:
         raise ValueError(f"{where}: unknown arch {arch!r}; valid: {', '.join(LADDER)}")
 
 
+def _spec(where: str, spec: Any, atkd: Mapping[str, Any] | None = None) -> Any:
+    if atkd is not None:
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+        spec["atkd"] = dict(atkd)
+    try:
+        return parse_spec(spec)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    where = f"methods.{name}"
+    loss = _spec(f"{where}.loss", method["loss"])
+    try:
+        sampling = parse_sampling(method.get("sampling"))
+    except ValueError as err:
+        raise ValueError(f"{where}.{err}") from None
+    variants = method.get("atkd", ["off"] if method.get("teacher", True) is False else ["off", "on"])
+    if "on" in variants:
+        key = "atkd_loss" if "atkd_loss" in method else "loss"
+        _spec(f"{where}.{key}", method[key], config["atkd"])
+    if method.get("teacher", True) is False:
+        if loss.needs_teacher:
+            raise ValueError(f"{where}: loss {loss.name!r} needs a teacher but teacher: false")
+        if "on" in variants:
+            raise ValueError(f"{where}: +ATKD needs a teacher; use atkd: [off]")
+        extra = [
+            k for k in ("sampling", "teachers", "teacher_epochs", "assistant", "atkd_loss") if k in method
+        ]
+        if extra or sampling.source != "ground_truth":
+            raise ValueError(
+                f"{where}: {', '.join(extra) or 'sampling'} needs a teacher; remove it or the teacher: false"
+            )
+        return
+    if not loss.needs_teacher and sampling.source != "teacher":
+        raise ValueError(f"{where}: loss {loss.name!r} uses no teacher; set teacher: false")
+    teachers = list(config["teachers"])
+    chosen = method.get("teachers", "all")
+    for t in [] if chosen == "all" else chosen:
+        if t not in teachers:
+            raise ValueError(f"{where}.teachers: unknown teacher {t!r}; valid: {', '.join(teachers)}")
+    if "teacher_epochs" in method and "assistant" in method:
+        raise ValueError(f"{where}: set teacher_epochs (early-stopped teacher) or assistant, not both")
+    if "assistant" in method and method["assistant"] not in teachers:
+        raise ValueError(
+            f"{where}.assistant: unknown teacher {method['assistant']!r}; valid: {', '.join(teachers)}"
+        )
+    if "teacher_epochs" in method:
+        total = config["teacher_train"].get("epochs")
+        if total is not None and not 0 < method["teacher_epochs"] < total:
+            raise ValueError(f"{where}.teacher_epochs: must be in (0, {total}) (teacher_train.epochs)")
+
+
 def check_study(config: Mapping[str, Any]) -> None:
     """Raise ValueError naming the config key and the valid choices for anything the package rejects."""
     _check_model("student", config["student"])
     for name, entry in config["teachers"].items():
         _check_model(f"teachers.{name}", entry)
+    try:
+        load_plugins(config.get("plugins", []))
+    except (ImportError, OSError) as err:
+        raise ValueError(f"plugins: {err}") from None
     for name, method in config["methods"].items():
-        try:
-            parse_spec(method["loss"])
-        except ValueError as err:
-            raise ValueError(f"methods.{name}.loss: {err}") from None
-        if method.get("teacher", True) is False:
-            spec = parse_spec(method["loss"])
-            if spec.needs_teacher:
-                raise ValueError(f"methods.{name}: loss {spec.name!r} needs a teacher but teacher: false")
-            if "on" in method.get("atkd", ["off"]):
-                raise ValueError(f"methods.{name}: +ATKD needs a teacher; use atkd: [off]")
-        elif not parse_spec(method["loss"]).needs_teacher:
-            raise ValueError(f"methods.{name}: loss {method['loss']!r} uses no teacher; set teacher: false")
+        _check_method(name, method, config)
     try:
         parse_spec({"name": "fkl", "atkd": dict(config["atkd"])})
     except ValueError as err:

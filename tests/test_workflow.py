@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from test_plugins import readme_example
 
 from atkd.config import check_study
 
@@ -49,7 +50,9 @@ def test_dry_run_plans_every_run(configfile):
     n_teachers = len(cfg["teachers"])
     expected = 0
     for method in cfg["methods"].values():
-        expected += len(method.get("atkd", ["off", "on"])) * n_teachers if method.get("teacher", True) else 1
+        teachers = method.get("teachers", "all")
+        n = n_teachers if teachers == "all" else len(teachers)
+        expected += len(method.get("atkd", ["off", "on"])) * n if method.get("teacher", True) else 1
     expected *= len(cfg["seeds"])
     table = out.stdout + out.stderr
     counts = {
@@ -76,6 +79,30 @@ def test_config_errors_name_the_valid_choices(tmp_path):
     with pytest.raises(ValueError, match="needs a teacher"):
         check_study(bad)
     bad = copy.deepcopy(cfg)
+    bad["methods"]["rkd"]["teachers"] = ["neox-999x9"]
+    with pytest.raises(
+        ValueError, match=r"methods.rkd.teachers: unknown teacher 'neox-999x9'; valid: neox-48x2"
+    ):
+        check_study(bad)
+    bad = copy.deepcopy(cfg)
+    bad["methods"]["kd_ta"]["assistant"] = "tiny"
+    with pytest.raises(ValueError, match=r"methods.kd_ta.assistant: unknown teacher 'tiny'"):
+        check_study(bad)
+    bad = copy.deepcopy(cfg)
+    bad["methods"]["gkd"]["sampling"]["source"] = "oracle"
+    with pytest.raises(
+        ValueError, match=r"methods.gkd.sampling.source: unknown source 'oracle'; valid: ground_truth"
+    ):
+        check_study(bad)
+    bad = copy.deepcopy(cfg)
+    bad["methods"]["seqkd"]["atkd_loss"] = "ce"
+    with pytest.raises(ValueError, match=r"methods.seqkd.atkd_loss: .*ce"):
+        check_study(bad)
+    bad = copy.deepcopy(cfg)
+    bad["methods"]["sft"]["sampling"] = {"source": "student"}
+    with pytest.raises(ValueError, match=r"methods.sft: sampling needs a teacher"):
+        check_study(bad)
+    bad = copy.deepcopy(cfg)
     bad["evaluation"]["num_fewshot"] = {"dolly": 2}
     with pytest.raises(ValueError, match=r"evaluation.num_fewshot: 'dolly' .*; valid: mmlu"):
         check_study(bad)
@@ -90,8 +117,13 @@ def test_config_errors_name_the_valid_choices(tmp_path):
 
 
 def test_smoke_workflow_end_to_end(tmp_path):
-    """The whole DAG on the smoke config, in a temporary directory: tidy table, main table, figure."""
-    cfg = smoke_config(tmp_path)
+    """The whole DAG on the smoke config, in a temporary directory: tidy table, main table, figure; with
+    the README's worked plugin example (a user's own module and method) added as written."""
+    code, example = readme_example()
+    plugin = tmp_path / example["plugins"][0]
+    plugin.write_text(code)
+    base = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg = smoke_config(tmp_path, plugins=[str(plugin)], methods={**base["methods"], **example["methods"]})
     out = snakemake("all", "--cores", "2", "--configfile", str(cfg), timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = tmp_path / "results"
@@ -100,7 +132,8 @@ def test_smoke_workflow_end_to_end(tmp_path):
     assert set(metrics["task"]) == set(smoke["evaluation"]["suites"])
     assert set(metrics["method"]) == set(smoke["methods"]) | {"teacher"}  # teachers are evaluated too
     assert set(metrics.loc[metrics["method"] == "teacher", "teacher"]) == set(smoke["teachers"])
-    assert set(metrics.loc[metrics["method"] == "kd", "atkd"]) == {"on", "off"}
+    for method in set(smoke["methods"]) - {"sft"}:  # every method ran with and without ATKD
+        assert set(metrics.loc[metrics["method"] == method, "atkd"]) == {"on", "off"}, method
     assert metrics["value"].between(0, 1).all()
     main = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
     assert {"avg", *smoke["evaluation"]["suites"]} <= set(main["task"])

@@ -56,6 +56,17 @@ class Divergence:
 DIVERGENCES: dict[str, Divergence] = {}
 
 
+def _same_source(a: Callable, b: Callable) -> bool:
+    """The same function defined twice by importing one file twice (a plugin loaded by name and by path)."""
+    ca, cb = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    return (
+        ca is not None
+        and cb is not None
+        and (ca.co_filename, ca.co_firstlineno) == (cb.co_filename, cb.co_firstlineno)
+        and a.__qualname__ == b.__qualname__
+    )
+
+
 def register_divergence(
     name: str,
     *,
@@ -72,7 +83,8 @@ def register_divergence(
         raise ValueError(f"unc_side must be 'teacher' or 'student', got {unc_side!r}")
 
     def wrap(fn: DivergenceFn) -> DivergenceFn:
-        if name in DIVERGENCES and DIVERGENCES[name].fn is not fn:
+        old = DIVERGENCES.get(name)
+        if old is not None and old.fn is not fn and not _same_source(old.fn, fn):
             raise ValueError(f"divergence {name!r} is already registered")
         DIVERGENCES[name] = Divergence(
             name, fn, dict(defaults or {}), dict(checks or {}), unc_side, (fn.__doc__ or "").strip()

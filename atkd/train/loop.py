@@ -55,6 +55,7 @@ from atkd.fsutil import atomic_dir, atomic_write_json, atomic_write_text
 from atkd.losses import build_loss, parse_spec
 from atkd.models.ladder import LADDER, build_model, count_params, load_model, save_model
 from atkd.models.tokenizer import load_tokenizer
+from atkd.plugins import load_plugins
 from atkd.train import teacher_cache
 from atkd.train.data import IGNORE_INDEX, Example, batch_indices, collate, load_examples
 from atkd.train.sampling import check_aligned, generation_seed, parse_sampling, student_batch, use_source
@@ -106,6 +107,7 @@ class TrainConfig:
     teacher: str | None = None  # HF dir or Hub id; the loss needs a teacher or a teacher_cache
     teacher_cache: str | None = None  # `atkd teacher-cache` output: precomputed teacher logits on train_data
     loss: str | dict = "ce"  # a spec for atkd.losses.build_loss
+    plugins: list[str] = field(default_factory=list)  # modules that register losses (atkd.plugins)
     sampling: str | dict | None = None  # atkd.train.sampling spec: source (ground_truth|teacher|student), lam
     teacher_data: str | None = None  # source `teacher`: teacher answers to train_data (`atkd generate`)
     valid_data: str | None = None  # .jsonl; mean CE per response token is logged
@@ -180,6 +182,7 @@ class TrainConfig:
                 raise ValueError(f"arch {self.arch!r} is not in the ladder; known: {', '.join(LADDER)}")
             if self.tokenizer is None:
                 raise ValueError("'tokenizer' is required when starting from 'arch' (random init)")
+        load_plugins(self.plugins)  # before the loss spec is parsed: they may register its name
         sampling = parse_sampling(self.sampling)  # raises with the valid sources/keys
         if self.teacher is not None and self.teacher_cache is not None and not sampling.mixes:
             raise ValueError("set either 'teacher' or 'teacher_cache', not both")
@@ -564,6 +567,10 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
     mb, bs = cfg.micro_batch_size or cfg.batch_size, cfg.batch_size
     steps = cfg.total_steps(len(train_set))
     hf_saves = cfg.hf_saves(len(train_set))
+    if late := sorted(step for step in hf_saves if step > steps):
+        raise ValueError(
+            f"an intermediate checkpoint at step {late[0]} is requested, but the run has {steps} steps"
+        )
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * steps)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

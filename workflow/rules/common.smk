@@ -5,15 +5,24 @@ import json
 import os
 import shlex
 
+from atkd.losses import parse_spec
+from atkd.train.loop import epoch_dir_name
+from atkd.train.sampling import parse_sampling
+
 RESULTS = config["results"]
 FIGURES = config["figures"]
 WORLD = f"{RESULTS}/world"
 TOKENIZER = f"{RESULTS}/tokenizer"
 TEACHER_DIR = f"{RESULTS}/models/teachers"
+ASSISTANT_DIR = f"{RESULTS}/models/assistants"
+CACHE_DIR = f"{RESULTS}/caches"
+GENERATED_DIR = f"{RESULTS}/generated"
 STUDENT_BASE = f"{RESULTS}/models/student-base"
 RUNS = f"{RESULTS}/runs"
 LOGS = f"{RESULTS}/logs"
 NO_TEACHER = "none"
+# How teachers answer the training prompts for teacher-sampled methods (`atkd generate`).
+GENERATION = {"max_new_tokens": 128, "temperature": 1.0, "batch_size": 64} | config.get("teacher_generation", {})
 ENV = "../envs/atkd.yaml"
 
 wildcard_constraints:
@@ -21,10 +30,19 @@ wildcard_constraints:
     teacher="[A-Za-z0-9_.-]+",
     atkd="on|off",
     seed="[0-9]+",
+    key="[A-Za-z0-9_.@-]+",
+    data="gt|gen",
+    assistant="[A-Za-z0-9_.-]+",
 
 
 def needs_teacher(method):
     return config["methods"][method].get("teacher", True)
+
+
+def method_teachers(method):
+    """The teachers a method is run with: every configured teacher unless it names some (`teachers:`)."""
+    chosen = config["methods"][method].get("teachers", "all")
+    return list(config["teachers"]) if chosen == "all" else list(chosen)
 
 
 def runs():
@@ -35,10 +53,94 @@ def runs():
             if not needs_teacher(method):
                 out.append((method, NO_TEACHER, "off", seed))
                 continue
-            for teacher in config["teachers"]:
+            for teacher in method_teachers(method):
                 for atkd in spec.get("atkd", ["off", "on"]):
                     out.append((method, teacher, atkd, seed))
     return out
+
+
+# A "teacher key" names the model a run learns from: `T` (teacher T), `T@epoch-E` (T's checkpoint after
+# E epochs: the early-stopped teacher) or `T@ta-A` (assistant A, itself distilled from T).
+def teacher_key(method, teacher):
+    spec = config["methods"][method]
+    if "teacher_epochs" in spec:
+        return f"{teacher}@{epoch_dir_name(spec['teacher_epochs'])}"
+    if "assistant" in spec:
+        return f"{teacher}@ta-{spec['assistant']}"
+    return teacher
+
+
+def teacher_model(key):
+    """The HF directory of a teacher key."""
+    base, _, variant = key.partition("@")
+    if not variant:
+        return f"{TEACHER_DIR}/{base}/final"
+    if variant.startswith("epoch-"):
+        return f"{TEACHER_DIR}/{base}/hf/{variant}"
+    return f"{ASSISTANT_DIR}/{base}/{variant.removeprefix('ta-')}/final"
+
+
+def teacher_done(key):
+    """The file whose existence says the teacher key's model is complete (the job's declared output)."""
+    base, _, variant = key.partition("@")
+    if variant.startswith("ta-"):
+        return f"{ASSISTANT_DIR}/{base}/{variant.removeprefix('ta-')}/train_summary.json"
+    return f"{TEACHER_DIR}/{base}/train_summary.json"
+
+
+def early_epochs(teacher):
+    """Epochs at which teacher `teacher` must also be saved, for the early-stopped-teacher methods."""
+    return sorted(
+        {
+            float(spec["teacher_epochs"])
+            for method, spec in config["methods"].items()
+            if "teacher_epochs" in spec and needs_teacher(method) and teacher in method_teachers(method)
+        }
+    )
+
+
+def sampling_of(method):
+    return parse_sampling(config["methods"][method].get("sampling"))
+
+
+def cache_enabled():
+    return config.get("teacher_cache", {}).get("enabled", True)
+
+
+def distill_plan(method, teacher, atkd):
+    """What a distillation run reads: `atkd train` fields and the files they name (its rule's inputs).
+
+    Ground-truth batches read the teacher's logits from a cache; batches from a teacher-generated file
+    that is used for every step read a cache computed on that file; sampled (mixed or on-policy) batches
+    need the live teacher."""
+    loss = loss_spec(method, atkd)
+    fields = dict(train_data=f"{WORLD}/train.jsonl", loss=loss)
+    inputs = [f"{STUDENT_BASE}/train_summary.json", f"{WORLD}/manifest.json"]
+    if teacher == NO_TEACHER:
+        return fields, inputs
+    key = teacher_key(method, teacher)
+    sampling = sampling_of(method)
+    data = "gt"
+    live = False
+    if sampling.source == "teacher":
+        generated = f"{GENERATED_DIR}/{key}/train.jsonl"
+        inputs.append(generated)
+        if sampling.lam == 1:  # every batch comes from the file: it is this run's training data
+            fields["train_data"], data = generated, "gen"
+        elif sampling.mixes:
+            fields |= dict(sampling=sampling.to_dict(), teacher_data=generated)
+            live = True
+    elif sampling.mixes:
+        fields["sampling"] = sampling.to_dict()
+        live = True
+    if parse_spec(loss).needs_teacher:
+        if live or not cache_enabled():
+            fields["teacher"] = teacher_model(key)
+            inputs.append(teacher_done(key))
+        if cache_enabled() and (not live or sampling.lam < 1):
+            fields["teacher_cache"] = f"{CACHE_DIR}/{key}/{data}"
+            inputs.append(f"{CACHE_DIR}/{key}/{data}/meta.json")
+    return fields, inputs
 
 
 def run_dir(method, teacher, atkd, seed):
@@ -58,7 +160,9 @@ def set_args(**fields):
 
 
 def loss_spec(method, atkd):
-    spec = config["methods"][method]["loss"]
+    """The loss of a run: the method's `loss`, or with +ATKD its `atkd_loss` (if set) plus the ATKD split."""
+    m = config["methods"][method]
+    spec = m.get("atkd_loss", m["loss"]) if atkd == "on" else m["loss"]
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     if atkd == "on":
         spec["atkd"] = dict(config["atkd"])
@@ -76,36 +180,25 @@ def train_args(*sections, **fixed):
     return set_args(**fields)
 
 
-def use_cache(method):
-    """Ground-truth methods read the teacher's cached logits instead of running the teacher."""
-    return config.get("teacher_cache", {}).get("enabled", True) and needs_teacher(method)
-
-
-def teacher_input(w):
-    if w.teacher == NO_TEACHER:
-        return []
-    if use_cache(w.method):
-        return [f"{TEACHER_DIR}/{w.teacher}/cache/meta.json"]
-    return [f"{TEACHER_DIR}/{w.teacher}/train_summary.json"]
-
-
 def distill_args(w):
     method = config["methods"][w.method]
+    fields, _ = distill_plan(w.method, w.teacher, w.atkd)
     fixed = dict(
         model=f"{STUDENT_BASE}/final",
         output_dir=run_dir(w.method, w.teacher, w.atkd, w.seed),
-        train_data=f"{WORLD}/train.jsonl",
         valid_data=f"{WORLD}/valid.jsonl",
-        loss=loss_spec(w.method, w.atkd),
         seed=int(w.seed),
         threads=config["threads"],
         progress=False,
+        **fields,
     )
-    if w.teacher != NO_TEACHER and use_cache(w.method):
-        fixed["teacher_cache"] = f"{TEACHER_DIR}/{w.teacher}/cache"
-    elif w.teacher != NO_TEACHER:
-        fixed["teacher"] = f"{TEACHER_DIR}/{w.teacher}/final"
+    if config.get("plugins"):
+        fixed["plugins"] = list(config["plugins"])
     return train_args(config["distill"], method.get("train", {}), **fixed)
+
+
+def distill_inputs(w):
+    return distill_plan(w.method, w.teacher, w.atkd)[1]
 
 
 def eval_args():

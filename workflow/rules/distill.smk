@@ -5,8 +5,7 @@ rule distill:
     conda:
         ENV
     input:
-        student=rules.student_base.output,
-        teacher=teacher_input,
+        distill_inputs,
     output:
         f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json",
     params:

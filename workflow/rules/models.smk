@@ -21,6 +21,7 @@ rule teacher:
             seed=config["world"]["seed"],
             threads=config["threads"],
             progress=False,
+            **({"save_hf_at_epochs": early_epochs(w.teacher)} if early_epochs(w.teacher) else {}),
         ),
     log:
         f"{LOGS}/teacher/{{teacher}}.log",
@@ -80,27 +81,85 @@ rule model_table:
 
 
 rule teacher_cache:
-    """The teacher's logits at every response position of the training data, computed once and shared
-    by every student distilled from it on ground-truth sequences."""
+    """A teacher's logits at every response position of a training file (the ground truth, `gt`, or the
+    teacher's own generated answers, `gen`), computed once and shared by every student that reads them."""
     conda:
         ENV
     input:
-        teacher=f"{TEACHER_DIR}/{{teacher}}/train_summary.json",
-        world=rules.world.output.manifest,
+        teacher=lambda w: teacher_done(w.key),
+        data=lambda w: f"{GENERATED_DIR}/{w.key}/train.jsonl" if w.data == "gen" else f"{WORLD}/manifest.json",
     output:
-        f"{TEACHER_DIR}/{{teacher}}/cache/meta.json",
+        f"{CACHE_DIR}/{{key}}/{{data}}/meta.json",
     params:
-        teacher=parent("input", 0),
-        world=parent("input", 1),
+        teacher=lambda w: teacher_model(w.key),
+        data=lambda w: f"{GENERATED_DIR}/{w.key}/train.jsonl" if w.data == "gen" else f"{WORLD}/train.jsonl",
         out=parent("output"),
         max_length=config["distill"].get("max_length", 512),
         dtype=config.get("teacher_cache", {}).get("dtype", "float16"),
     log:
-        f"{LOGS}/teacher_cache/{{teacher}}.log",
+        f"{LOGS}/teacher_cache/{{key}}/{{data}}.log",
     threads: config["threads"]
     resources:
         **resources_for("teacher_cache"),
     shell:
-        "atkd teacher-cache --teacher {params.teacher}/final --train-data {params.world}/train.jsonl"
+        "atkd teacher-cache --teacher {params.teacher} --train-data {params.data}"
         " --out {params.out} --max-length {params.max_length} --dtype {params.dtype}"
         " --threads {threads} > {log} 2>&1"
+
+
+rule teacher_generate:
+    """A teacher's answers to every training prompt (SeqKD and other teacher-sampled methods), once."""
+    conda:
+        ENV
+    input:
+        teacher=lambda w: teacher_done(w.key),
+        world=rules.world.output.manifest,
+    output:
+        f"{GENERATED_DIR}/{{key}}/train.jsonl",
+    params:
+        teacher=lambda w: teacher_model(w.key),
+        world=parent("input", 1),
+        g=GENERATION,
+        seed=config["world"]["seed"],
+    log:
+        f"{LOGS}/teacher_generate/{{key}}.log",
+    threads: config["threads"]
+    resources:
+        **resources_for("teacher_generate"),
+    shell:
+        "atkd generate --model {params.teacher} --data {params.world}/train.jsonl --out {output}"
+        " --max-new-tokens {params.g[max_new_tokens]} --temperature {params.g[temperature]}"
+        " --batch-size {params.g[batch_size]} --seed {params.seed} --threads {threads} --no-progress"
+        " > {log} 2>&1"
+
+
+rule assistant:
+    """Teacher assistant: the trained middle-sized teacher `assistant`, distilled further from the large
+    teacher `teacher` with Supervised KD (forward KL, ground truth); students then learn from it."""
+    conda:
+        ENV
+    input:
+        assistant=f"{TEACHER_DIR}/{{assistant}}/train_summary.json",
+        cache=f"{CACHE_DIR}/{{teacher}}/gt/meta.json",
+    output:
+        f"{ASSISTANT_DIR}/{{teacher}}/{{assistant}}/train_summary.json",
+    params:
+        args=lambda w: train_args(
+            config["distill"],
+            model=f"{TEACHER_DIR}/{w.assistant}/final",
+            output_dir=f"{ASSISTANT_DIR}/{w.teacher}/{w.assistant}",
+            train_data=f"{WORLD}/train.jsonl",
+            valid_data=f"{WORLD}/valid.jsonl",
+            loss="fkl",
+            teacher_cache=f"{CACHE_DIR}/{w.teacher}/gt",
+            seed=config["world"]["seed"],
+            threads=config["threads"],
+            progress=False,
+        ),
+    log:
+        f"{LOGS}/assistant/{{teacher}}/{{assistant}}.log",
+    threads: config["threads"]
+    resources:
+        **resources_for("assistant"),
+    shell:
+        "atkd train {params.args} > {log} 2>&1"
