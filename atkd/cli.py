@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "atkd.train.loop",
     "atkd.train.generate",
     "atkd.eval.harness",
+    "atkd.eval.llm_judge",
     "atkd.report",
 ]
 

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_world import train_config
 
 import atkd.train.loop as loop
 from atkd.data.jsonl import read_jsonl
@@ -196,22 +197,9 @@ def test_misaligned_teacher_data_is_rejected(world, tok, tmp_path):
 
 
 def _cfg(world, out, **kw):
-    cfg = dict(
-        output_dir=str(out),
-        train_data=str(world["train"]),
-        arch="neox-32x2",
-        tokenizer=str(world["tokenizer"]),
-        max_steps=4,
-        batch_size=4,
-        max_length=128,
-        lr=3e-3,
-        warmup_steps=1,
-        checkpoint_every=2,
-        log_every=1,
-        progress=False,
+    return train_config(
+        world, out, **{"max_steps": 4, "batch_size": 4, "micro_batch_size": None, "max_length": 128, **kw}
     )
-    cfg.update(kw)
-    return cfg
 
 
 def test_seqkd_trains_on_the_teacher_file(world, teacher_dir, tmp_path, tok):

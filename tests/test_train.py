@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_world import records
+from tiny_world import records, train_config
 
 from atkd.data.template import format_prompt
 from atkd.losses import build_loss
@@ -24,26 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tok(world):
     return load_tokenizer(world["tokenizer"])
-
-
-def base_config(world, out, **kw):
-    cfg = dict(
-        output_dir=str(out),
-        train_data=str(world["train"]),
-        arch="neox-32x2",
-        tokenizer=str(world["tokenizer"]),
-        max_steps=6,
-        batch_size=8,
-        micro_batch_size=4,
-        lr=3e-3,
-        warmup_steps=1,
-        checkpoint_every=2,
-        log_every=1,
-        progress=False,
-        seed=0,
-    )
-    cfg.update(kw)
-    return cfg
 
 
 def weights(model_dir):
@@ -146,7 +126,7 @@ def test_kd_step_with_teacher_decreases_loss(tok):
 @pytest.fixture(scope="module")
 def reference_run(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref")
-    final = train(base_config(world, out, valid_data=str(world["valid"]), save_hf_at=[3]))
+    final = train(train_config(world, out, valid_data=str(world["valid"]), save_hf_at=[3]))
     return out, final
 
 
@@ -166,15 +146,15 @@ def test_run_outputs_and_metrics(reference_run):
 
 def test_same_seed_same_weights_other_seed_differs(world, reference_run, tmp_path):
     _, final = reference_run
-    again = train(base_config(world, tmp_path / "again", valid_data=str(world["valid"])))
+    again = train(train_config(world, tmp_path / "again", valid_data=str(world["valid"])))
     assert same_weights(weights(final), weights(again))
-    other = train(base_config(world, tmp_path / "other", seed=1))
+    other = train(train_config(world, tmp_path / "other", seed=1))
     assert not same_weights(weights(final), weights(other))
 
 
 def test_resume_after_crash_gives_identical_weights(world, reference_run, tmp_path):
     _, final = reference_run
-    cfg = base_config(world, tmp_path / "crash", valid_data=str(world["valid"]))
+    cfg = train_config(world, tmp_path / "crash", valid_data=str(world["valid"]))
 
     def crash(step):
         if step == 5:  # step 5 is done in memory but its state is lost: resume must redo it from step 4
@@ -201,7 +181,7 @@ def test_resume_restores_rng_state_with_dropout(world, tok, tmp_path):
     save_model(model, tmp_path / "init", tok)
     start = load_model(tmp_path / "init")
     assert start.config.hidden_dropout == 0.2
-    cfg = base_config(world, tmp_path / "full", arch=None, model=str(tmp_path / "init"), tokenizer=None)
+    cfg = train_config(world, tmp_path / "full", arch=None, model=str(tmp_path / "init"), tokenizer=None)
     full = weights(train(cfg))
 
     def crash(step):
@@ -218,7 +198,7 @@ def test_resume_restores_rng_state_with_dropout(world, tok, tmp_path):
 
 def test_kd_run_with_teacher_from_checkpoint(world, reference_run, tmp_path):
     _, teacher = reference_run
-    cfg = base_config(
+    cfg = train_config(
         world,
         tmp_path / "kd",
         arch=None,
@@ -272,21 +252,21 @@ def test_teacher_cache_matches_online_teacher(world, reference_run, tmp_path):
     assert (aligned[~mask] == 0).all()
     half = TeacherCache(tmp_path / "c16")
     assert half.logits.dtype == np.float16 and half.meta["max_length"] == 40
-    train(base_config(world, tmp_path / "cached", teacher_cache=str(tmp_path / "c32"), **common))
+    train(train_config(world, tmp_path / "cached", teacher_cache=str(tmp_path / "c32"), **common))
     summary = json.loads((tmp_path / "cached" / "train_summary.json").read_text())
     assert summary["teacher"] == str(teacher) and summary["train_ce"] is not None
     with pytest.raises(ValueError, match="max_length"):  # built for another max_length: refused
-        train(base_config(world, tmp_path / "stale", teacher_cache=str(tmp_path / "c16"), **common))
+        train(train_config(world, tmp_path / "stale", teacher_cache=str(tmp_path / "c16"), **common))
     with pytest.raises(ValueError, match="not both"):
         train(
-            base_config(
+            train_config(
                 world, tmp_path / "both", teacher=str(teacher), teacher_cache=str(tmp_path / "c32"), **common
             )
         )
 
 
 def test_pretraining_on_plain_text(world, tmp_path):
-    train(base_config(world, tmp_path / "pt", train_data=str(world["text"]), max_length=32, max_steps=2))
+    train(train_config(world, tmp_path / "pt", train_data=str(world["text"]), max_length=32, max_steps=2))
     assert json.loads((tmp_path / "pt" / "train_summary.json").read_text())["examples"] > 1
 
 
@@ -304,14 +284,14 @@ def test_pretraining_on_plain_text(world, tmp_path):
 )
 def test_config_errors_name_the_field(world, tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
-        train(base_config(world, tmp_path / "bad", **change))
+        train(train_config(world, tmp_path / "bad", **change))
 
 
 def test_cli_train_with_overrides(world, tmp_path):
     from atkd.cli import COMMAND_MODULES, main
 
     cfg_file = tmp_path / "run.yaml"
-    cfg_file.write_text(json.dumps(base_config(world, tmp_path / "cli", max_steps=2)))
+    cfg_file.write_text(json.dumps(train_config(world, tmp_path / "cli", max_steps=2)))
     assert load_config_file(cfg_file, ["lr=0.01", "loss={name: ce}"])["loss"] == {"name": "ce"}
     saved = list(COMMAND_MODULES)
     COMMAND_MODULES[:] = ["atkd.train.loop"]
@@ -320,7 +300,7 @@ def test_cli_train_with_overrides(world, tmp_path):
     finally:
         COMMAND_MODULES[:] = saved
     assert json.loads((tmp_path / "cli" / "train_summary.json").read_text())["steps"] == 1
-    assert TrainConfig.from_any(base_config(world, tmp_path)).grad_accum == 2
-    assert TrainConfig.from_any(base_config(world, tmp_path, lr="2e-3")).lr == 0.002  # YAML 1.1 gives a str
+    assert TrainConfig.from_any(train_config(world, tmp_path)).grad_accum == 2
+    assert TrainConfig.from_any(train_config(world, tmp_path, lr="2e-3")).lr == 0.002  # YAML 1.1 gives a str
     with pytest.raises(ValueError, match="lr must be a number"):
-        TrainConfig.from_any(base_config(world, tmp_path, lr="fast"))
+        TrainConfig.from_any(train_config(world, tmp_path, lr="fast"))

@@ -44,3 +44,24 @@ def write_world(root: Path, n_train: int = 64, n_valid: int = 16) -> dict[str, P
     tok = train_tokenizer(texts, vocab_size=320)
     paths["tokenizer"] = save_tokenizer(tok, root / "tokenizer")
     return paths
+
+
+def train_config(world: dict, out: Path | str, **changes) -> dict:
+    """A seconds-long `atkd.train` config on the tiny world (a 32x2 model, checkpoints every 2 steps)."""
+    cfg = dict(
+        output_dir=str(out),
+        train_data=str(world["train"]),
+        arch="neox-32x2",
+        tokenizer=str(world["tokenizer"]),
+        max_steps=6,
+        batch_size=8,
+        micro_batch_size=4,
+        lr=3e-3,
+        warmup_steps=1,
+        checkpoint_every=2,
+        log_every=1,
+        progress=False,
+        seed=0,
+    )
+    cfg.update(changes)
+    return cfg

@@ -22,3 +22,14 @@ def format_prompt(instruction: str, input: str | None = None) -> str:
 def format_example(example: dict) -> tuple[str, str]:
     """Return (prompt, response) for a record with `instruction`, optional `input`, and `output`."""
     return format_prompt(example["instruction"], example.get("input")), example["output"].strip()
+
+
+def parse_prompt(prompt: str) -> tuple[str, str]:
+    """(instruction, input) of a prompt made by `format_prompt` (the last one, if few-shot examples
+    precede it); the inverse used to show a judge the question without the template's headers."""
+    start = prompt.rfind(INSTRUCTION_HEADER)
+    if start < 0 or not prompt.endswith(RESPONSE_HEADER):
+        raise ValueError("not a prompt of the suite's template (### Instruction: ... ### Response:)")
+    body = prompt[start + len(INSTRUCTION_HEADER) : -len(RESPONSE_HEADER)]
+    instruction, _, input = body.partition(INPUT_HEADER)
+    return instruction, input
