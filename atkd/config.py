@@ -12,6 +12,7 @@ from typing import Any
 
 from atkd.data.suites import GENERATION_SUITES
 from atkd.data.suites import SUITE_NAMES as SUITES
+from atkd.eval.harness import check_instruct_sets
 from atkd.losses import parse_spec
 from atkd.models.ladder import LADDER
 from atkd.plugins import load_plugins
@@ -107,3 +108,7 @@ def check_study(config: Mapping[str, Any]) -> None:
             )
         if not isinstance(shots, int) or shots < 0:
             raise ValueError(f"evaluation.num_fewshot.{suite}: expected a count >= 0, got {shots!r}")
+    try:
+        check_instruct_sets(config["evaluation"].get("instruct_sets"))
+    except (ValueError, OSError) as err:
+        raise ValueError(f"evaluation.instruct_sets: {err}") from None

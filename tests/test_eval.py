@@ -367,3 +367,69 @@ def test_tokenisation_matches_training(world, model_dir):
         assert lm.tok_encode(prompt) == list(ex.input_ids[:n_prompt])
         ids, _ = lm.tok_batch_encode([prompt])
         assert ids[0].tolist() == list(ex.input_ids[:n_prompt])
+
+
+# ------------------------------------------------------------------------------ outside instruction sets
+SHARED_SETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct-eval"
+
+
+def _instruct_file(path: Path) -> Path:
+    recs = [
+        {"instruction": "Name a colour.", "output": "Red."},
+        {
+            "instruction": "Summarise the text.",
+            "input": "The cat sat on the mat all day.",
+            "output": "A cat sat.",
+        },
+        {"topic": "extra fields are kept", "instruction": "Say hi.", "input": "", "output": "Hi!"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    return path
+
+
+def test_outside_instruction_set_is_a_generation_task(model_dir, tmp_path):
+    data = _instruct_file(tmp_path / "my-set.jsonl")
+    rows = evaluate(
+        model_dir, None, [], tmp_path / "out", instruct_sets={"myset": data}, max_new_tokens=6, threads=1
+    )
+    assert [(r["task"], r["metric"], r["n"]) for r in rows] == [("myset", "rougeL", 3)]
+    gens = [json.loads(x) for x in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
+    assert [g["prompt"] for g in gens] == [
+        format_prompt("Name a colour."),
+        format_prompt("Summarise the text.", "The cat sat on the mat all day."),
+        format_prompt("Say hi."),
+    ]
+    assert [g["reference"] for g in gens] == ["Red.", "A cat sat.", "Hi!"]
+    for g in gens:
+        assert g["scores"]["rougeL"] == pytest.approx(utils.rouge_l(g["answer"], g["reference"]))
+
+
+def test_outside_sets_fail_early_with_file_and_line(model_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": 3}\n', encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: field 'output'"):
+        evaluate(model_dir, None, [], tmp_path / "out", instruct_sets={"bad": bad})
+    with pytest.raises(ValueError, match="built-in suite"):
+        evaluate(
+            model_dir,
+            None,
+            [],
+            tmp_path / "out",
+            instruct_sets={"dolly": _instruct_file(tmp_path / "x.jsonl")},
+        )
+    with pytest.raises(FileNotFoundError):
+        evaluate(model_dir, None, [], tmp_path / "out", instruct_sets={"gone": tmp_path / "gone.jsonl"})
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not SHARED_SETS.is_dir(), reason="the shared instruct-eval sets are not on this machine")
+def test_the_shared_real_sets_load_and_run(model_dir, tmp_path):
+    sets = {p.stem.replace("-", "_"): p for p in sorted(SHARED_SETS.glob("*.jsonl"))}
+    assert set(sets) >= {"dolly", "self_inst", "vicuna"}
+    sets = {f"real_{k}": v for k, v in sets.items()}
+    rows = evaluate(
+        model_dir, None, [], tmp_path / "out", instruct_sets=sets, limit=2, max_new_tokens=4, threads=1
+    )
+    assert {r["task"] for r in rows} == set(sets) and all(r["n"] == 2 for r in rows)

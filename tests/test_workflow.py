@@ -103,6 +103,10 @@ def test_config_errors_name_the_valid_choices(tmp_path):
     with pytest.raises(ValueError, match=r"methods.sft: sampling needs a teacher"):
         check_study(bad)
     bad = copy.deepcopy(cfg)
+    bad["evaluation"]["instruct_sets"] = {"real": str(tmp_path / "missing.jsonl")}
+    with pytest.raises(ValueError, match=r"evaluation.instruct_sets: .*missing.jsonl"):
+        check_study(bad)
+    bad = copy.deepcopy(cfg)
     bad["evaluation"]["num_fewshot"] = {"dolly": 2}
     with pytest.raises(ValueError, match=r"evaluation.num_fewshot: 'dolly' .*; valid: mmlu"):
         check_study(bad)
@@ -123,20 +127,27 @@ def test_smoke_workflow_end_to_end(tmp_path):
     plugin = tmp_path / example["plugins"][0]
     plugin.write_text(code)
     base = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
-    cfg = smoke_config(tmp_path, plugins=[str(plugin)], methods={**base["methods"], **example["methods"]})
+    outside = tmp_path / "outside.jsonl"  # an instruction set in the study's format, from outside the world
+    outside.write_text(
+        '{"instruction": "Name a colour.", "output": "Red."}\n{"instruction": "Say hi.", "output": "Hi!"}\n'
+    )
+    evaluation = {**base["evaluation"], "instruct_sets": {"outside": str(outside)}}
+    methods = {**base["methods"], **example["methods"]}
+    cfg = smoke_config(tmp_path, plugins=[str(plugin)], methods=methods, evaluation=evaluation)
     out = snakemake("all", "--cores", "2", "--configfile", str(cfg), timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = tmp_path / "results"
     metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False)
     smoke = yaml.safe_load(cfg.read_text())
-    assert set(metrics["task"]) == set(smoke["evaluation"]["suites"])
+    assert set(metrics["task"]) == set(smoke["evaluation"]["suites"]) | {"outside"}
+    assert set(metrics.loc[metrics["task"] == "outside", "metric"]) == {"rougeL"}
     assert set(metrics["method"]) == set(smoke["methods"]) | {"teacher"}  # teachers are evaluated too
     assert set(metrics.loc[metrics["method"] == "teacher", "teacher"]) == set(smoke["teachers"])
     for method in set(smoke["methods"]) - {"sft"}:  # every method ran with and without ATKD
         assert set(metrics.loc[metrics["method"] == method, "atkd"]) == {"on", "off"}, method
     assert metrics["value"].between(0, 1).all()
     main = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
-    assert {"avg", *smoke["evaluation"]["suites"]} <= set(main["task"])
+    assert {"avg", "outside", *smoke["evaluation"]["suites"]} <= set(main["task"])
     for ext in ("png", "pdf"):
         assert (tmp_path / "figures" / f"teacher_sweep.{ext}").stat().st_size > 1000
     # a second invocation finds everything up to date

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -151,6 +152,44 @@ def task_config(
     return cfg
 
 
+_SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+def check_instruct_sets(sets: Mapping[str, str | Path] | None) -> dict[str, Path]:
+    """Outside instruction sets {name: JSONL path}: names new and well formed, files present and valid
+    (a malformed line fails here with file and line number, before any model is loaded)."""
+    from atkd.eval.tasks.utils import read_docs
+
+    out = {}
+    for name, path in (sets or {}).items():
+        if not _SET_NAME.fullmatch(name):
+            raise ValueError(
+                f"instruction set name {name!r}: use letters, digits, '_' or '-', starting with a letter"
+            )
+        if name in SUITE_NAMES:
+            raise ValueError(f"instruction set name {name!r} is a built-in suite; pick another name")
+        path = Path(path).resolve()
+        read_docs(path, "instruct")
+        out[name] = path
+    return out
+
+
+def instruct_task_config(
+    name: str, path: str | Path, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0
+) -> dict[str, Any]:
+    """The run-time task YAML of an outside instruction set (template `instruct.yaml`)."""
+    gen = dict(_template("instruct")["generation_kwargs"])
+    gen["max_gen_toks"] = max_new_tokens
+    if temperature > 0:
+        gen.update(do_sample=True, temperature=float(temperature))
+    return {
+        "include": str(TASKS_DIR / "instruct.yaml"),
+        "task": TASK_PREFIX + name,
+        "dataset_kwargs": {"path": str(Path(path).resolve()), "kind": "instruct"},
+        "generation_kwargs": gen,
+    }
+
+
 def write_task_yamls(
     suites: Sequence[str],
     world_dir: str | Path,
@@ -159,11 +198,14 @@ def write_task_yamls(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     temperature: float = 0.0,
     num_fewshot: Mapping[str, int] | None = None,
+    instruct_sets: Mapping[str, str | Path] | None = None,
 ) -> list[Path]:
     """Write `tasks_dir/atkd_<suite>.yaml` for each suite (atomically) and remove task YAMLs of earlier
     runs, so the folder describes this run only; returns the paths. Nothing is written if any suite's
-    files are missing. `num_fewshot` overrides the few-shot count of named suites."""
-    suites = validate_suites(suites)
+    files are missing. `num_fewshot` overrides the few-shot count of named suites; `instruct_sets`
+    ({name: JSONL path}) adds outside instruction sets as generation tasks."""
+    sets = check_instruct_sets(instruct_sets)
+    suites = validate_suites(suites) if suites or not sets else []
     shots = dict(num_fewshot or {})
     if unknown := sorted(set(shots) - set(suites)):
         raise ValueError(
@@ -179,11 +221,16 @@ def write_task_yamls(
         )
         for suite in suites
     }
+    for name, path in sets.items():
+        configs[name] = instruct_task_config(
+            name, path, max_new_tokens=max_new_tokens, temperature=temperature
+        )
     tasks_dir = Path(tasks_dir)
     paths = []
     for suite, cfg in configs.items():
         path = tasks_dir / f"{cfg['task']}.yaml"
-        header = f"# Written by atkd.eval.harness: suite {suite!r} of world {Path(world_dir).resolve()}\n"
+        source = f"file {sets[suite]}" if suite in sets else f"world {Path(world_dir).resolve()}"
+        header = f"# Written by atkd.eval.harness: suite {suite!r} of {source}\n"
         atomic_write_text(path, header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
         paths.append(path)
     for stale in set(tasks_dir.glob(f"{TASK_PREFIX}*.yaml")) - set(paths):
@@ -238,7 +285,6 @@ def generation_records(
     out = []
     for task_name, samples in results.get("samples", {}).items():
         suite = _suite_of(task_name)
-        kind = SUITE_KIND.get(suite)
         for s in sorted(samples, key=lambda s: s["doc_id"]):
             doc = s["doc"]
             rec: dict[str, Any] = {
@@ -247,18 +293,17 @@ def generation_records(
                 "id": doc["id"],
                 "prompt": s["arguments"][0][0],
             }
-            if kind == "multiple_choice":
+            if "choices" in doc and "gold" in doc:
                 lls = [float(ll) for ll, _ in s["filtered_resps"]]
                 best = max(range(len(lls)), key=lls.__getitem__)
                 rec |= {"answer": doc["choices"][best], "reference": doc["choices"][doc["gold"]]}
                 rec["scores"] = {"acc": float(s["acc"]), "loglikelihoods": lls}
             else:
                 rec |= {"answer": s["filtered_resps"][0], "reference": doc["reference"]}
-                if kind == "generation":
-                    judge, judge_ref = s["judge_ratio"]
-                    rec["scores"] = {"rougeL": s["rougeL"], "judge": judge, "judge_reference": judge_ref}
-                else:
-                    rec["scores"] = {"acc": s["acc"], "exact_match": s["exact_match"], "f1": s["f1"]}
+                scores: dict[str, Any] = {k: s[k] for k in ("rougeL", "acc", "exact_match", "f1") if k in s}
+                if "judge_ratio" in s:
+                    scores["judge"], scores["judge_reference"] = s["judge_ratio"]
+                rec["scores"] = scores
             out.append(rec)
     return out
 
@@ -282,7 +327,7 @@ def _check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ evaluate
 def evaluate(
     model: str | Path,
-    world_dir: str | Path,
+    world_dir: str | Path | None,
     suites: Sequence[str],
     out_dir: str | Path,
     *,
@@ -294,6 +339,7 @@ def evaluate(
     temperature: float = 0.0,
     fewshot_seed: int = DEFAULT_FEWSHOT_SEED,
     num_fewshot: Mapping[str, int] | None = None,
+    instruct_sets: Mapping[str, str | Path] | None = None,
     threads: int | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
@@ -308,7 +354,8 @@ def evaluate(
     threads made evaluation ~10x slower on a loaded 2-core machine); `meta` columns (e.g. run, student,
     teacher, method, atkd, seed) are prepended to every output row.
     """
-    suites = validate_suites(suites)
+    sets = check_instruct_sets(instruct_sets)
+    suites = validate_suites(suites) if suites or not sets else []
     meta = _check_meta(meta)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -326,7 +373,9 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         num_fewshot=num_fewshot,
+        instruct_sets=sets,
     )
+    suites = [*suites, *sets]
 
     import lm_eval
     import torch
@@ -396,10 +445,14 @@ def _shots_item(item: str) -> tuple[str, int]:
 
 
 def _run_cli(args: argparse.Namespace) -> int:
+    sets = dict(args.instruct_set)
+    suites = args.suites if args.suites is not None else ([] if sets else list(SUITE_NAMES))
+    if suites and args.world is None:
+        raise SystemExit("atkd evaluate: --world is required for the world's suites")
     rows = evaluate(
         args.model,
-        Path(args.world),
-        args.suites,
+        Path(args.world) if args.world else None,
+        suites,
         Path(args.out),
         limit=args.limit,
         batch_size=args.batch_size,
@@ -410,6 +463,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         threads=args.threads,
         meta=dict(args.meta),
         num_fewshot=dict(args.num_fewshot),
+        instruct_sets=sets,
     )
     for r in rows:
         print(f"{r['task']:<10} {r['metric']:<12} {r['value']:.4f}  (n={r['n']})")
@@ -425,14 +479,22 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     p.add_argument("--model", required=True, help="model directory or Hub id (tokenizer alongside)")
-    p.add_argument("--world", required=True, help="world directory (from `atkd world`)")
+    p.add_argument("--world", default=None, help="world directory (from `atkd world`), for its suites")
     p.add_argument(
         "--suites",
-        nargs="+",
-        default=list(SUITE_NAMES),
+        nargs="*",
+        default=None,
         choices=SUITE_NAMES,
         metavar="SUITE",
-        help=f"default: all ({' '.join(SUITE_NAMES)})",
+        help=f"default: all ({' '.join(SUITE_NAMES)}), or none when --instruct-set is given",
+    )
+    p.add_argument(
+        "--instruct-set",
+        nargs="*",
+        type=_meta_item,
+        default=[],
+        metavar="NAME=PATH",
+        help="outside instruction sets (JSONL: instruction, optional input, output) as generation tasks",
     )
     p.add_argument("--out", required=True, help="output directory (metrics.csv, generations.jsonl, ...)")
     p.add_argument("--limit", type=int, default=None, help="first N documents of each suite")

@@ -209,6 +209,8 @@ def eval_args():
         args += f" --limit {e['limit']}"
     if e.get("num_fewshot"):
         args += " --num-fewshot " + " ".join(f"{k}={v}" for k, v in e["num_fewshot"].items())
+    if e.get("instruct_sets"):
+        args += " --instruct-set " + " ".join(shlex.quote(f"{k}={v}") for k, v in e["instruct_sets"].items())
     return args
 
 

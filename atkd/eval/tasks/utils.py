@@ -32,6 +32,7 @@ REQUIRED_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "generation": {"instruction": str, "output": str},
     "multiple_choice": {"instruction": str, "output": str, "choices": list, "gold": int},
     "short_answer": {"instruction": str, "output": str},
+    "instruct": {"instruction": str, "output": str},
 }
 
 
@@ -110,6 +111,11 @@ def process_generation(doc: Mapping[str, Any], results: Sequence[str]) -> dict[s
         "rougeL": rouge_l(answer, doc["reference"]),
         "judge_ratio": (judge_score(record, answer), judge_score(record, record["output"])),
     }
+
+
+def process_instruct(doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, Any]:
+    """Per-document score of an outside instruction set: Rouge-L against the reference answer."""
+    return {"rougeL": rouge_l(results[0], doc["reference"])}
 
 
 def judge_ratio(items: Iterable[tuple[float, float]]) -> float:
