@@ -433,3 +433,28 @@ def test_the_shared_real_sets_load_and_run(model_dir, tmp_path):
         model_dir, None, [], tmp_path / "out", instruct_sets=sets, limit=2, max_new_tokens=4, threads=1
     )
     assert {r["task"] for r in rows} == set(sets) and all(r["n"] == 2 for r in rows)
+
+
+def test_sampling_protocol_over_seeds(world, model_dir, tmp_path):
+    """MiniLLM/DistiLLM protocol: generation tasks sampled once per seed, per-seed rows and their mean;
+    understanding suites once; the same seeds give the same answers."""
+    kw = dict(limit=3, batch_size=3, max_new_tokens=6, threads=1, temperature=1.0, sample_seeds=[10, 20])
+    rows = evaluate(model_dir, world, ["dolly", "mmlu"], tmp_path / "a", **kw)
+    got = {(r["task"], r["metric"]): r["value"] for r in rows}
+    for metric in ("rougeL", "judge_ratio"):
+        assert got[("dolly", metric)] == pytest.approx(
+            (got[("dolly", f"{metric}@10")] + got[("dolly", f"{metric}@20")]) / 2
+        )
+    assert ("mmlu", "acc") in got and not any(m.startswith("acc@") for _, m in got)
+    gens = [json.loads(x) for x in (tmp_path / "a" / "generations.jsonl").read_text().splitlines()]
+    dolly = [g for g in gens if g["task"] == "dolly"]
+    assert sorted({g["sample_seed"] for g in dolly}) == [10, 20] and len(dolly) == 6
+    assert all("sample_seed" not in g for g in gens if g["task"] == "mmlu")
+    by_seed = {s: [g["answer"] for g in dolly if g["sample_seed"] == s] for s in (10, 20)}
+    assert by_seed[10] != by_seed[20]  # different seeds sample different answers
+    evaluate(model_dir, world, ["dolly", "mmlu"], tmp_path / "b", **kw)
+    assert (tmp_path / "b" / "generations.jsonl").read_text() == (
+        tmp_path / "a" / "generations.jsonl"
+    ).read_text()
+    with pytest.raises(ValueError, match="temperature > 0"):
+        evaluate(model_dir, world, ["dolly"], tmp_path / "c", sample_seeds=[10])

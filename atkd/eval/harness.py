@@ -338,6 +338,7 @@ def evaluate(
     seed: int = 0,
     temperature: float = 0.0,
     fewshot_seed: int = DEFAULT_FEWSHOT_SEED,
+    sample_seeds: Sequence[int] | None = None,
     num_fewshot: Mapping[str, int] | None = None,
     instruct_sets: Mapping[str, str | Path] | None = None,
     threads: int | None = None,
@@ -348,8 +349,10 @@ def evaluate(
     the metric rows.
 
     `limit` evaluates the first N documents of each suite; `seed` seeds Python, NumPy and torch (it only
-    matters when sampling, `temperature` > 0); `fewshot_seed` picks the few-shot examples and `num_fewshot`
-    ({suite: n}) overrides how many an understanding suite shows; `threads` sets
+    matters when sampling, `temperature` > 0); `sample_seeds` (the MiniLLM/DistiLLM protocol: 10 20 30 40
+    50 at temperature 1) samples the generation tasks once per seed, writing `<metric>@<seed>` rows and the
+    mean over seeds as `<metric>`, while understanding suites run once; `fewshot_seed` picks the few-shot
+    examples and `num_fewshot` ({suite: n}) overrides how many an understanding suite shows; `threads` sets
     torch's intra-op threads for the call (set it to the cores the job really has: oversubscribed CPU
     threads made evaluation ~10x slower on a loaded 2-core machine); `meta` columns (e.g. run, student,
     teacher, method, atkd, seed) are prepended to every output row.
@@ -363,6 +366,10 @@ def evaluate(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
+    if sample_seeds is not None:
+        sample_seeds = list(dict.fromkeys(int(x) for x in sample_seeds))
+        if not sample_seeds or not temperature > 0:
+            raise ValueError("sample_seeds needs at least one seed and a temperature > 0 (e.g. 1.0)")
     out_dir = Path(out_dir)
     tasks_dir = out_dir / "tasks"
     # Everything that can fail on bad input fails here, before the model is loaded.
@@ -382,38 +389,65 @@ def evaluate(
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import handle_non_serializable
 
+    sampled = [t for t in suites if t in sets or SUITE_KIND.get(t) == "generation"] if sample_seeds else []
+    plan: list[tuple[list[str], int, int | None]] = []  # (tasks, seed, sample seed or None)
+    if once := [t for t in suites if t not in sampled]:
+        plan.append((once, seed, None))
+    plan += [(sampled, int(s), int(s)) for s in sample_seeds or []]
+
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    outputs = []
     try:
         lm = make_lm(model, batch_size=batch_size, device=device)
         task_manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
-        results = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=[TASK_PREFIX + s for s in suites],
-            task_manager=task_manager,
-            limit=limit,
-            bootstrap_iters=0,
-            log_samples=True,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=fewshot_seed,
-        )
+        for tasks, run_seed, sample_seed in plan:
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=[TASK_PREFIX + t for t in tasks],
+                task_manager=task_manager,
+                limit=limit,
+                bootstrap_iters=0,
+                log_samples=True,
+                random_seed=run_seed,
+                numpy_random_seed=run_seed,
+                torch_random_seed=run_seed,
+                fewshot_random_seed=fewshot_seed,
+            )
+            if results is None:  # only on non-zero ranks of a distributed run
+                return []
+            outputs.append((results, sample_seed))
     finally:
         torch.set_num_threads(previous_threads)
-    if results is None:  # only on non-zero ranks of a distributed run
-        return []
-    rows = metric_rows(results, meta)
-    gens = generation_records(results, meta)
+    rows, gens, per_seed = [], [], {}
+    for results, sample_seed in outputs:
+        if sample_seed is None:
+            rows += metric_rows(results, meta)
+            gens += generation_records(results, meta)
+            continue
+        for row in metric_rows(results, meta):
+            per_seed.setdefault((row["task"], row["metric"]), []).append(row)
+            rows.append({**row, "metric": f"{row['metric']}@{sample_seed}"})
+        gens += [{**g, "sample_seed": sample_seed} for g in generation_records(results, meta)]
+    for (_, metric), seeded in per_seed.items():  # the protocol's number: the mean over sample seeds
+        rows.append({**seeded[0], "metric": metric, "value": sum(r["value"] for r in seeded) / len(seeded)})
     order = {s: i for i, s in enumerate(suites)}
     rows.sort(key=lambda r: order[r["task"]])
     gens.sort(key=lambda r: order[r["task"]])
 
     atomic_write_text(out_dir / "generations.jsonl", dumps_jsonl(gens))
-    provenance = {
-        k: results.get(k) for k in ("results", "n-shot", "n-samples", "versions", "config", "configs")
+    provenance: dict[str, Any] = {
+        "runs": [
+            {
+                "sample_seed": sample_seed,
+                **{
+                    k: res.get(k) for k in ("results", "n-shot", "n-samples", "versions", "config", "configs")
+                },
+            }
+            for res, sample_seed in outputs
+        ]
     }
     provenance["model"] = str(model)
     provenance["wall_seconds"] = round(time.perf_counter() - start, 3)
@@ -464,6 +498,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         meta=dict(args.meta),
         num_fewshot=dict(args.num_fewshot),
         instruct_sets=sets,
+        sample_seeds=args.sample_seeds,
     )
     for r in rows:
         print(f"{r['task']:<10} {r['metric']:<12} {r['value']:.4f}  (n={r['n']})")
@@ -503,6 +538,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the study); >0 samples")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sample-seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="sample the generation tasks once per seed at --temperature (MiniLLM/DistiLLM: 10 20 30 40 50)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument(
         "--num-fewshot",

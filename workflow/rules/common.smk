@@ -209,6 +209,9 @@ def eval_args():
         args += f" --limit {e['limit']}"
     if e.get("num_fewshot"):
         args += " --num-fewshot " + " ".join(f"{k}={v}" for k, v in e["num_fewshot"].items())
+    if e.get("sampling"):
+        seeds = " ".join(str(x) for x in e["sampling"]["seeds"])
+        args += f" --temperature {e['sampling'].get('temperature', 1.0)} --sample-seeds {seeds}"
     if e.get("instruct_sets"):
         args += " --instruct-set " + " ".join(shlex.quote(f"{k}={v}") for k, v in e["instruct_sets"].items())
     return args
