@@ -12,7 +12,7 @@ from typing import Any
 
 from atkd.data.suites import GENERATION_SUITES
 from atkd.data.suites import SUITE_NAMES as SUITES
-from atkd.eval.harness import check_instruct_sets
+from atkd.eval.harness import check_benchmarks, check_instruct_sets
 from atkd.losses import parse_spec
 from atkd.models.ladder import LADDER
 from atkd.plugins import load_plugins
@@ -112,3 +112,8 @@ def check_study(config: Mapping[str, Any]) -> None:
         check_instruct_sets(config["evaluation"].get("instruct_sets"))
     except (ValueError, OSError) as err:
         raise ValueError(f"evaluation.instruct_sets: {err}") from None
+    if config["evaluation"].get("benchmarks"):
+        try:
+            check_benchmarks(config["evaluation"]["benchmarks"])
+        except ValueError as err:
+            raise ValueError(f"evaluation.benchmarks: {err}") from None

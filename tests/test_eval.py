@@ -458,3 +458,33 @@ def test_sampling_protocol_over_seeds(world, model_dir, tmp_path):
     ).read_text()
     with pytest.raises(ValueError, match="temperature > 0"):
         evaluate(model_dir, world, ["dolly"], tmp_path / "c", sample_seeds=[10])
+
+
+def test_benchmarks_by_lm_eval_name(world, model_dir, tmp_path):
+    """lm-eval tasks named in a config run through the same engine into the same tidy rows (here tasks
+    from an include path stand in for lm-eval's own, whose data needs the Hub)."""
+    from atkd.eval.harness import benchmark_task_manager, check_benchmarks, write_task_yamls
+
+    include = tmp_path / "bench-tasks"
+    write_task_yamls(["mmlu", "dolly"], world, include)
+    specs = {"mc": {"task": "atkd_mmlu", "num_fewshot": 2}, "gen": {"task": "atkd_dolly"}}
+    rows = evaluate(
+        model_dir,
+        None,
+        [],
+        tmp_path / "out",
+        benchmarks=specs,
+        benchmark_include_path=include,
+        limit=2,
+        batch_size=2,
+        max_new_tokens=4,
+        threads=1,
+        meta={"run": "b"},
+    )
+    got = {(r["task"], r["metric"]): r for r in rows}
+    assert set(got) == {("mc", "acc"), ("gen", "rougeL"), ("gen", "judge_ratio")}
+    assert got[("mc", "acc")]["n"] == 2 and got[("mc", "acc")]["run"] == "b"
+    with pytest.raises(ValueError, match=r"lm-eval has no task 'atkd_mmlo'; close: atkd_mmlu"):
+        check_benchmarks({"x": {"task": "atkd_mmlo"}}, benchmark_task_manager(include))
+    with pytest.raises(ValueError, match="not a suite"):
+        check_benchmarks({"dolly": {"task": "atkd_dolly"}}, benchmark_task_manager(include))

@@ -174,6 +174,72 @@ def check_instruct_sets(sets: Mapping[str, str | Path] | None) -> dict[str, Path
     return out
 
 
+# The study's benchmarks by their lm-evaluation-harness names (paper profiles; the data comes from the Hub).
+STUDY_BENCHMARKS: dict[str, dict[str, Any]] = {
+    "mmlu": {"task": "mmlu", "num_fewshot": 5},
+    "drop": {"task": "drop", "num_fewshot": 3},
+    "bbh": {"task": "bbh_cot_fewshot", "num_fewshot": 3},
+}
+
+
+def benchmark_task_manager(include_path: str | Path | None = None) -> Any:
+    """lm-eval's task index: its own tasks (plus an include path); indexing takes seconds, no data."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(
+        include_path=str(include_path) if include_path else None, include_defaults=include_path is None
+    )
+
+
+def check_benchmarks(
+    specs: Mapping[str, Mapping[str, Any]] | None, task_manager: Any = None
+) -> dict[str, dict]:
+    """Benchmarks {name: {task: lm-eval task or group name, num_fewshot: n}}: every task name must exist in
+    lm-eval's index (close matches are suggested); names must not clash with the world's suites."""
+    import difflib
+
+    out: dict[str, dict] = {}
+    if not specs:
+        return out
+    known = set((task_manager or benchmark_task_manager()).all_tasks)
+    for name, spec in specs.items():
+        if not _SET_NAME.fullmatch(name) or name in SUITE_NAMES:
+            raise ValueError(
+                f"benchmark name {name!r}: a new name of letters, digits, '_' or '-' (not a suite)"
+            )
+        task = spec.get("task")
+        if task not in known:
+            near = difflib.get_close_matches(str(task), known, n=5)
+            raise ValueError(
+                f"benchmark {name!r}: lm-eval has no task {task!r}; close: {', '.join(near) or 'none'}"
+            )
+        shots = spec.get("num_fewshot", 0)
+        if not isinstance(shots, int) or shots < 0:
+            raise ValueError(f"benchmark {name!r}: num_fewshot must be an integer >= 0, got {shots!r}")
+        out[name] = {"task": task, "num_fewshot": shots}
+    return out
+
+
+def benchmark_rows(
+    results: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Tidy rows of the benchmarks' top-level scores (a group's aggregate, not its subtasks); a metric
+    under a named lm-eval filter is written `metric[filter]`."""
+    rows = []
+    for name, spec in specs.items():
+        task = spec["task"]
+        metrics = results.get("results", {}).get(task) or results.get("groups", {}).get(task) or {}
+        n_info = results.get("n-samples", {}).get(task, {})
+        n = n_info.get("effective", "") if isinstance(n_info, Mapping) else ""
+        for key, value in metrics.items():
+            metric, _, filt = key.partition(",")
+            if not filt or metric.endswith("_stderr") or not isinstance(value, int | float):
+                continue
+            label = metric if filt == "none" else f"{metric}[{filt}]"
+            rows.append({**(meta or {}), "task": name, "metric": label, "value": float(value), "n": n})
+    return rows
+
+
 def instruct_task_config(
     name: str, path: str | Path, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0
 ) -> dict[str, Any]:
@@ -341,6 +407,8 @@ def evaluate(
     sample_seeds: Sequence[int] | None = None,
     num_fewshot: Mapping[str, int] | None = None,
     instruct_sets: Mapping[str, str | Path] | None = None,
+    benchmarks: Mapping[str, Mapping[str, Any]] | None = None,
+    benchmark_include_path: str | Path | None = None,
     threads: int | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
@@ -358,7 +426,9 @@ def evaluate(
     teacher, method, atkd, seed) are prepended to every output row.
     """
     sets = check_instruct_sets(instruct_sets)
-    suites = validate_suites(suites) if suites or not sets else []
+    bench_tm = benchmark_task_manager(benchmark_include_path) if benchmarks else None
+    bench = check_benchmarks(benchmarks, bench_tm)
+    suites = validate_suites(suites) if suites or not (sets or bench) else []
     meta = _check_meta(meta)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -373,15 +443,16 @@ def evaluate(
     out_dir = Path(out_dir)
     tasks_dir = out_dir / "tasks"
     # Everything that can fail on bad input fails here, before the model is loaded.
-    write_task_yamls(
-        suites,
-        world_dir,
-        tasks_dir,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        num_fewshot=num_fewshot,
-        instruct_sets=sets,
-    )
+    if suites or sets:
+        write_task_yamls(
+            suites,
+            world_dir,
+            tasks_dir,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            num_fewshot=num_fewshot,
+            instruct_sets=sets,
+        )
     suites = [*suites, *sets]
 
     import lm_eval
@@ -394,15 +465,17 @@ def evaluate(
     if once := [t for t in suites if t not in sampled]:
         plan.append((once, seed, None))
     plan += [(sampled, int(s), int(s)) for s in sample_seeds or []]
+    if not once and not sampled:
+        plan = []
 
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    outputs = []
+    outputs, bench_results = [], []
     try:
         lm = make_lm(model, batch_size=batch_size, device=device)
-        task_manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
+        task_manager = TaskManager(include_path=str(tasks_dir), include_defaults=False) if plan else None
         for tasks, run_seed, sample_seed in plan:
             results = lm_eval.simple_evaluate(
                 model=lm,
@@ -419,6 +492,24 @@ def evaluate(
             if results is None:  # only on non-zero ranks of a distributed run
                 return []
             outputs.append((results, sample_seed))
+        for shots in sorted({b["num_fewshot"] for b in bench.values()}):
+            group = {k: b for k, b in bench.items() if b["num_fewshot"] == shots}
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=sorted({b["task"] for b in group.values()}),
+                num_fewshot=shots,
+                task_manager=bench_tm,
+                limit=limit,
+                bootstrap_iters=0,
+                log_samples=False,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=fewshot_seed,
+            )
+            if results is None:
+                return []
+            bench_results.append((results, group))
     finally:
         torch.set_num_threads(previous_threads)
     rows, gens, per_seed = [], [], {}
@@ -433,6 +524,9 @@ def evaluate(
         gens += [{**g, "sample_seed": sample_seed} for g in generation_records(results, meta)]
     for (_, metric), seeded in per_seed.items():  # the protocol's number: the mean over sample seeds
         rows.append({**seeded[0], "metric": metric, "value": sum(r["value"] for r in seeded) / len(seeded)})
+    for results, group in bench_results:
+        rows += benchmark_rows(results, group, meta)
+    suites = [*suites, *bench]
     order = {s: i for i, s in enumerate(suites)}
     rows.sort(key=lambda r: order[r["task"]])
     gens.sort(key=lambda r: order[r["task"]])
@@ -447,7 +541,10 @@ def evaluate(
                 },
             }
             for res, sample_seed in outputs
-        ]
+        ],
+        "benchmarks": [
+            {k: res.get(k) for k in ("results", "groups", "n-shot", "versions")} for res, _ in bench_results
+        ],
     }
     provenance["model"] = str(model)
     provenance["wall_seconds"] = round(time.perf_counter() - start, 3)
@@ -478,9 +575,18 @@ def _shots_item(item: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"expected SUITE=N with an integer N, got {item!r}") from None
 
 
+def _benchmark_item(item: str) -> tuple[str, dict[str, Any]]:
+    name, value = _meta_item(item)
+    task, _, shots = value.partition(":")
+    try:
+        return name, {"task": task, "num_fewshot": int(shots or 0)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=TASK[:SHOTS], got {item!r}") from None
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     sets = dict(args.instruct_set)
-    suites = args.suites if args.suites is not None else ([] if sets else list(SUITE_NAMES))
+    suites = args.suites if args.suites is not None else ([] if sets or args.benchmark else list(SUITE_NAMES))
     if suites and args.world is None:
         raise SystemExit("atkd evaluate: --world is required for the world's suites")
     rows = evaluate(
@@ -499,6 +605,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         num_fewshot=dict(args.num_fewshot),
         instruct_sets=sets,
         sample_seeds=args.sample_seeds,
+        benchmarks=dict(args.benchmark),
     )
     for r in rows:
         print(f"{r['task']:<10} {r['metric']:<12} {r['value']:.4f}  (n={r['n']})")
@@ -522,6 +629,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         choices=SUITE_NAMES,
         metavar="SUITE",
         help=f"default: all ({' '.join(SUITE_NAMES)}), or none when --instruct-set is given",
+    )
+    p.add_argument(
+        "--benchmark",
+        nargs="*",
+        type=_benchmark_item,
+        default=[],
+        metavar="NAME=TASK[:SHOTS]",
+        help="lm-eval tasks by name, e.g. mmlu=mmlu:5 drop=drop:3 bbh=bbh_cot_fewshot:3 (data from the Hub)",
     )
     p.add_argument(
         "--instruct-set",

@@ -212,6 +212,9 @@ def eval_args():
     if e.get("sampling"):
         seeds = " ".join(str(x) for x in e["sampling"]["seeds"])
         args += f" --temperature {e['sampling'].get('temperature', 1.0)} --sample-seeds {seeds}"
+    if e.get("benchmarks"):
+        items = [f"{k}={b['task']}:{b.get('num_fewshot', 0)}" for k, b in e["benchmarks"].items()]
+        args += " --benchmark " + " ".join(shlex.quote(i) for i in items)
     if e.get("instruct_sets"):
         args += " --instruct-set " + " ".join(shlex.quote(f"{k}={v}") for k, v in e["instruct_sets"].items())
     return args
