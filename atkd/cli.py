@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "atkd.train.generate",
     "atkd.eval.harness",
     "atkd.eval.llm_judge",
+    "atkd.probes",
     "atkd.report",
 ]
 

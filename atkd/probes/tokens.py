@@ -1,0 +1,151 @@
+"""`atkd probe`: per-token UnC of a teacher and the split of its KD loss into TKD and UnC x DKD.
+
+On a set of instruction records (the world's validation split by default in the workflow), at every
+response token (and EOS) with target g, teacher p and student q:
+
+    UnC = 1 - p_g,  TKD = KL(b_p || b_q),  DKD = KL(p^ || q^),  KD = KL(p || q) = TKD + UnC x DKD.
+
+The student is the one KD starts from (the student's base model), so the split is the one the first KD
+steps see. Outputs (each written atomically):
+    tokens.csv    one row per token: model, seq, pos, unc, unc_student, tkd, dkd, kd
+    summary.csv   tidy rows: model, metric, value (mean/median UnC, share of KD carried by TKD and by
+                  UnC x DKD, the identity's largest residual, token count)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from atkd.fsutil import atomic_write_text
+from atkd.losses import token_parts
+from atkd.models.ladder import load_model
+from atkd.models.tokenizer import load_tokenizer
+from atkd.train.data import collate, load_examples
+
+log = logging.getLogger(__name__)
+TOKEN_COLUMNS = ["model", "seq", "pos", "unc", "unc_student", "tkd", "dkd", "kd"]
+
+
+@torch.no_grad()
+def probe_tokens(
+    teacher: str | Path,
+    student: str | Path,
+    data: str | Path,
+    *,
+    name: str,
+    limit: int | None = None,
+    batch_size: int = 16,
+    max_length: int = 512,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Per-token UnC and KD parts of `teacher` against `student` on the first `limit` records of `data`."""
+    tok = load_tokenizer(student)
+    examples = load_examples(data, tok, max_length)[:limit]
+    t_model = load_model(teacher, device).eval()
+    s_model = load_model(student, device).eval()
+    if t_model.config.vocab_size != s_model.config.vocab_size:
+        raise ValueError(f"teacher {teacher} and student {student} have different vocabularies")
+    frames = []
+    for lo in range(0, len(examples), batch_size):
+        batch = {
+            k: v.to(device) for k, v in collate(examples[lo : lo + batch_size], tok.pad_token_id).items()
+        }
+        args = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        t_logits = t_model(**args).logits[:, :-1].float()
+        s_logits = s_model(**args).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        parts = token_parts(s_logits, t_logits, labels, "fkl")
+        valid = (labels != -100).nonzero()  # row-major, the order of token_parts
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": name,
+                    "seq": (valid[:, 0] + lo).numpy(),
+                    "pos": (valid[:, 1] + 1).numpy(),  # position of the target token in the sequence
+                    "unc": parts["unc"].double().numpy(),
+                    "unc_student": parts["unc_student"].double().numpy(),
+                    "tkd": parts["tkd"].double().numpy(),
+                    "dkd": parts["dkd"].double().numpy(),
+                    "kd": parts["base"].double().numpy(),
+                }
+            )
+        )
+    if not frames:
+        raise ValueError(f"{data}: no records to probe")
+    return pd.concat(frames, ignore_index=True)[TOKEN_COLUMNS]
+
+
+def summarise(tokens: pd.DataFrame) -> pd.DataFrame:
+    """Tidy summary rows per model: UnC statistics and the shares of the KD loss (sums over tokens)."""
+    rows: list[dict[str, Any]] = []
+    for model, t in tokens.groupby("model", sort=False):
+        kd = float(t["kd"].sum())
+        weighted = t["unc"] * t["dkd"]
+        values = {
+            "tokens": float(len(t)),
+            "unc_mean": float(t["unc"].mean()),
+            "unc_median": float(t["unc"].median()),
+            "unc_below_0.1": float((t["unc"] < 0.1).mean()),
+            "kd_mean": float(t["kd"].mean()),
+            "share_tkd": float(t["tkd"].sum()) / kd if kd > 0 else float("nan"),
+            "share_unc_dkd": float(weighted.sum()) / kd if kd > 0 else float("nan"),
+            "dkd_mean": float(t["dkd"].mean()),
+            "identity_max_residual": float(np.max(np.abs(t["kd"] - t["tkd"] - weighted))),
+        }
+        rows += [{"model": model, "metric": k, "value": v} for k, v in values.items()]
+    return pd.DataFrame(rows, columns=["model", "metric", "value"])
+
+
+def _csv(df: pd.DataFrame) -> str:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, float_format="%.6g")
+    return buf.getvalue()
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tokens = probe_tokens(
+        args.teacher,
+        args.student,
+        args.data,
+        name=args.name,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        device=args.device,
+    )
+    out = Path(args.out)
+    atomic_write_text(out / "tokens.csv", _csv(tokens))
+    atomic_write_text(out / "summary.csv", _csv(summarise(tokens)))
+    log.info("%s: %d tokens -> %s", args.name, len(tokens), out)
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add `atkd probe --teacher DIR --student DIR --data FILE --name NAME --out DIR`."""
+    p = subparsers.add_parser(
+        "probe",
+        help="per-token teacher UnC and the TKD / UnC x DKD split of KD",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", required=True, help="the student KD starts from (tokenizer alongside)")
+    p.add_argument("--data", required=True, help="instruction records (.jsonl)")
+    p.add_argument("--name", required=True, help="the teacher's name in the output rows")
+    p.add_argument("--out", required=True)
+    p.add_argument("--limit", type=int, default=None, help="first N records")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_run_cli)

@@ -1,0 +1,80 @@
+"""The token probes against a direct float64 computation on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from atkd.models import build_model, load_tokenizer, save_model
+from atkd.probes import probe_tokens, summarise
+from atkd.train.data import collate, load_examples
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def models(world, tmp_path_factory):
+    tok = load_tokenizer(world["tokenizer"])
+    out = {}
+    for name, arch, seed in (("teacher", "neox-48x2", 1), ("student", "neox-32x2", 2)):
+        m = build_model(
+            arch, len(tok), seed=seed, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+        )
+        out[name] = save_model(m, tmp_path_factory.mktemp(name) / "m", tok)
+    return out
+
+
+def test_probe_matches_direct_computation(world, models):
+    tokens = probe_tokens(
+        models["teacher"], models["student"], world["train"], name="T", limit=5, batch_size=2
+    )
+    tok = load_tokenizer(models["student"])
+    examples = load_examples(world["train"], tok, 512)[:5]
+    batch = collate(examples, tok.pad_token_id)
+    with torch.no_grad():
+        t = build_logits(models["teacher"], batch)
+        s = build_logits(models["student"], batch)
+    labels = batch["labels"][:, 1:]
+    rows = []
+    for b, pos in (labels != -100).nonzero().tolist():
+        g = labels[b, pos]
+        p, q = t[b, pos].softmax(-1), s[b, pos].softmax(-1)
+        unc = 1 - p[g]
+        bp, bq = torch.stack([p[g], 1 - p[g]]), torch.stack([q[g], 1 - q[g]])
+        mask = torch.ones_like(p, dtype=torch.bool)
+        mask[g] = False
+        ph, qh = p[mask] / (1 - p[g]), q[mask] / (1 - q[g])
+        rows.append(
+            (
+                b,
+                pos + 1,
+                float(unc),
+                float(1 - q[g]),
+                float((bp * (bp / bq).log()).sum()),
+                float((ph * (ph / qh).log()).sum()),
+                float((p * (p / q).log()).sum()),
+            )
+        )
+    assert len(tokens) == len(rows) == sum(e.num_targets for e in examples)
+    for (_, r), ref in zip(tokens.iterrows(), rows, strict=True):
+        assert (r["seq"], r["pos"]) == ref[:2]
+        assert [r["unc"], r["unc_student"], r["tkd"], r["dkd"], r["kd"]] == pytest.approx(
+            list(ref[2:]), rel=1e-4, abs=1e-6
+        )
+
+
+def build_logits(model_dir, batch):
+    from atkd.models import load_model
+
+    m = load_model(model_dir).eval()
+    return m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].double()
+
+
+def test_summary_shares_and_identity(world, models):
+    tokens = probe_tokens(models["teacher"], models["student"], world["train"], name="T", limit=4)
+    summary = summarise(tokens).set_index("metric")["value"]
+    assert summary["tokens"] == len(tokens)
+    assert summary["share_tkd"] + summary["share_unc_dkd"] == pytest.approx(1.0, abs=1e-4)
+    assert summary["identity_max_residual"] < 1e-4
+    assert summary["unc_mean"] == pytest.approx(tokens["unc"].mean())
+    assert 0 <= summary["unc_below_0.1"] <= 1
