@@ -29,12 +29,10 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/probes.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
-        f"{RESULTS}/tables/main.csv",
-        f"{RESULTS}/tables/main.md",
-        f"{FIGURES}/teacher_sweep.png",
-        f"{FIGURES}/teacher_sweep.pdf",
+        rules.report.output,

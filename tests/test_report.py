@@ -108,7 +108,8 @@ def test_report_from_tidy_files_only(tmp_path):
     # nothing but the two tidy files is in reach of the report
     out = report(metrics, models, tmp_path / "tables", tmp_path / "figures", ["sft", "kd"])
     names = sorted(p.name for p in out)
-    assert names == ["main.csv", "main.md", "teacher_sweep.pdf", "teacher_sweep.png"]
+    assert names == ["REPORT.md", "main.csv", "main.md", "main.tex", "teacher_sweep.pdf", "teacher_sweep.png"]
+    assert "\\toprule" in (tmp_path / "tables" / "main.tex").read_text()
     md = (tmp_path / "tables" / "main.md").read_text()
     assert "dolly (judge_ratio)" in md and "(+0.100)" in md
     assert all(p.stat().st_size > 0 for p in out)
@@ -124,3 +125,57 @@ def test_collect_rejects_duplicates_and_missing_columns(tmp_path):
     df.drop(columns=["seed"]).to_csv(b, index=False)
     with pytest.raises(ValueError, match="missing column"):
         collect([b], tmp_path / "out.csv")
+
+
+def _probe_dir(root, name, unc_values):
+    d = root / name
+    d.mkdir(parents=True)
+    n = len(unc_values)
+    tokens = pd.DataFrame(
+        {
+            "model": name,
+            "seq": range(n),
+            "pos": 1,
+            "unc": unc_values,
+            "unc_student": 0.5,
+            "tkd": 0.2,
+            "dkd": 0.4,
+            "kd": [0.2 + u * 0.4 for u in unc_values],
+        }
+    )
+    tokens.to_csv(d / "tokens.csv", index=False)
+    from atkd.probes import summarise
+
+    summarise(tokens).to_csv(d / "summary.csv", index=False)
+    return d
+
+
+def test_report_findings_and_probes(tmp_path):
+    metrics = tmp_path / "metrics.csv"
+    pd.DataFrame(tidy_rows()).to_csv(metrics, index=False)
+    models = tmp_path / "models.csv"
+    pd.DataFrame(
+        {
+            "model": ["t-small", "t-big", "s"],
+            "role": ["teacher", "teacher", "student"],
+            "params": [1e5, 1e6, 5e4],
+        }
+    ).to_csv(models, index=False)
+    probes = [
+        _probe_dir(tmp_path / "probes", "t-small", [0.5, 0.6, 0.7]),
+        _probe_dir(tmp_path / "probes", "t-big", [0.1, 0.2, 0.05]),
+    ]
+    out = report(
+        metrics, models, tmp_path / "results" / "tables", tmp_path / "figures", ["kd"], probes=probes
+    )
+    assert {p.name for p in out} >= {"probes.csv", "probes.md", "probes.tex", "unc_density.png", "REPORT.md"}
+    text = (tmp_path / "results" / "REPORT.md").read_text()
+    for f in range(1, 9):
+        assert f"## F{f}." in text
+    # ATKD adds exactly +0.1 on every seed: a zero-width interval above zero
+    assert "| kd | t-big | +0.1000 [95% CI +0.1000, +0.1000] (n=2 seeds) | supported |" in text
+    # the bigger teacher gives the better student here: F1's claim goes the other way
+    assert "(largest is worse) is **not supported (the opposite direction)**" in text
+    # UnC falls from the small to the big teacher
+    assert "larger teachers are more confident: **supported**" in text
+    assert "F2" in text and "**supported** (an identity" in text

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from atkd.fsutil import atomic_write_text
-from atkd.report.figures import teacher_sweep
+from atkd.report.figures import teacher_sweep, unc_density
+from atkd.report.findings import report_markdown
 from atkd.report.tables import (
     METRIC_COLUMNS,
     load_metrics,
@@ -24,6 +25,7 @@ from atkd.report.tables import (
     main_table,
     primary_metrics,
     scores,
+    to_latex,
     to_markdown,
 )
 
@@ -57,8 +59,11 @@ def report(
     figures: Path,
     methods: list[str] | None = None,
     primary: dict[str, str] | None = None,
+    probes: list[Path] | None = None,
 ) -> list[Path]:
-    """Write `tables/main.{csv,md}` and `figures/teacher_sweep.{png,pdf}`; returns the written paths."""
+    """Write `tables/main.{csv,md,tex}`, `figures/teacher_sweep.{png,pdf}`, with probe tables
+    (`probes/<teacher>/{summary,tokens}.csv` directories) `tables/probes.{csv,md,tex}` and
+    `figures/unc_density.{png,pdf}`, and `REPORT.md` next to `tables/`; returns the written paths."""
     df = load_metrics(metrics)
     mdl = load_models(models)
     prim = primary_metrics(df, primary)
@@ -67,8 +72,32 @@ def report(
     out = [tables / "main.csv", tables / "main.md"]
     atomic_write_text(out[0], stats.to_csv(index=False))
     atomic_write_text(out[1], to_markdown(stats, prim))
-    out += teacher_sweep(scores(df, prim), mdl, figures / "teacher_sweep", order)
+    out.append(tables / "main.tex")
+    atomic_write_text(out[-1], to_latex(stats, prim))
+    per_seed = scores(df, prim)
+    out += teacher_sweep(per_seed, mdl, figures / "teacher_sweep", order)
+    summary = None
+    if probes:
+        summary = pd.concat([pd.read_csv(Path(p) / "summary.csv") for p in probes], ignore_index=True)
+        tokens = pd.concat([pd.read_csv(Path(p) / "tokens.csv") for p in probes], ignore_index=True)
+        wide = summary.pivot_table(index="model", columns="metric", values="value").reset_index()
+        out += [tables / "probes.csv", tables / "probes.md", tables / "probes.tex"]
+        atomic_write_text(out[-3], wide.to_csv(index=False))
+        atomic_write_text(out[-2], _markdown(wide))
+        atomic_write_text(out[-1], wide.to_latex(index=False, float_format="%.4g"))
+        out += unc_density(tokens, mdl, figures / "unc_density")
+    out.append(tables.parent / "REPORT.md")
+    atomic_write_text(out[-1], report_markdown(per_seed, mdl, summary, tasks=sorted(prim)))
     return out
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    """A plain Markdown table (no extra dependency), numbers to 4 significant digits."""
+    cells = [
+        [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)
+    ]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n"
 
 
 def _pairs(items: list[str]) -> dict[str, str]:
@@ -101,9 +130,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--figures", type=Path, required=True)
     p.add_argument("--methods", nargs="*", default=None, help="method order (colours, rows)")
     p.add_argument("--primary", nargs="*", default=[], help="task=metric that scores a task")
+    p.add_argument("--probes", nargs="*", type=Path, default=[], help="`atkd probe` output directories")
 
     def run_report(a: argparse.Namespace) -> int:
-        for path in report(a.metrics, a.models, a.tables, a.figures, a.methods, _pairs(a.primary)):
+        for path in report(a.metrics, a.models, a.tables, a.figures, a.methods, _pairs(a.primary), a.probes):
             print(path)
         return 0
 

@@ -97,3 +97,29 @@ def teacher_sweep(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     return save_figure(fig, stem)
+
+
+def unc_density(tokens: pd.DataFrame, models: pd.DataFrame, stem: Path) -> list[Path]:
+    """Kernel density of the teacher's per-token UnC (1 - p_target), one line per teacher size."""
+    import numpy as np
+    from scipy.stats import gaussian_kde
+
+    params = dict(zip(models["model"], models["params"], strict=False))
+    names = sorted(set(tokens["model"]), key=lambda m: params.get(m, float("inf")))
+    cmap = plt.get_cmap("viridis")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    grid = np.linspace(0, 1, 400)
+    for i, name in enumerate(names):
+        unc = tokens.loc[tokens["model"] == name, "unc"].to_numpy(dtype=float)
+        colour = cmap(i / max(1, len(names) - 1))
+        label = f"{name} ({params[name]:,.0f} params)" if name in params else name
+        if len(unc) > 1 and np.ptp(unc) > 0:
+            ax.plot(grid, gaussian_kde(unc)(grid), color=colour, label=label)
+        ax.axvline(float(np.mean(unc)), color=colour, ls=":", lw=1)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("teacher UnC = 1 - p(target) per response token")
+    ax.set_ylabel("density")
+    ax.set_title("Teacher uncertainty by teacher size (dotted: mean)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return save_figure(fig, stem)

@@ -135,3 +135,32 @@ def to_markdown(stats: pd.DataFrame, primary: Mapping[str, str]) -> str:
         "difference of means to the same method without ATKD."
     )
     return "\n".join(lines) + "\n"
+
+
+def to_latex(stats: pd.DataFrame, primary: Mapping[str, str]) -> str:
+    """The main table as a LaTeX tabular (booktabs): mean ± std per task, +ATKD delta in parentheses."""
+    tasks = [t for t in sorted(primary)] + [AVERAGE]
+
+    def esc(text: str) -> str:
+        return text.replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+
+    lines = ["\\begin{tabular}{lll" + "r" * len(tasks) + "}", "\\toprule"]
+    lines.append(" & ".join(["teacher", "method", "+ATKD", *map(esc, tasks)]) + " \\\\")
+    lines.append("\\midrule")
+    for (teacher, method, atkd), rows in stats.groupby(["teacher", "method", "atkd"], sort=False):
+        by_task = rows.set_index("task")
+        cells = []
+        for t in tasks:
+            if t not in by_task.index:
+                cells.append("")
+                continue
+            r = by_task.loc[t]
+            cell = f"{r['mean']:.3f}" + (
+                f" $\\pm$ {r['std']:.3f}" if int(r["n"]) > 1 and not np.isnan(r["std"]) else ""
+            )
+            if atkd == "on" and not pd.isna(r.get("delta_atkd")):
+                cell += f" ({r['delta_atkd']:+.3f})"
+            cells.append(cell)
+        lines.append(" & ".join([esc(teacher or "-"), esc(method), atkd, *cells]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(lines)

@@ -21,6 +21,8 @@ STUDENT_BASE = f"{RESULTS}/models/student-base"
 RUNS = f"{RESULTS}/runs"
 LOGS = f"{RESULTS}/logs"
 NO_TEACHER = "none"
+# Token probes (`atkd probe`): on by default, over the first `limit` validation records.
+PROBES = {"enabled": True, "limit": 200} | config.get("probes", {})
 # How teachers answer the training prompts for teacher-sampled methods (`atkd generate`).
 GENERATION = {"max_new_tokens": 128, "temperature": 1.0, "batch_size": 64} | config.get("teacher_generation", {})
 ENV = "../envs/atkd.yaml"
@@ -199,6 +201,10 @@ def distill_args(w):
 
 def distill_inputs(w):
     return distill_plan(w.method, w.teacher, w.atkd)[1]
+
+
+def probe_dirs():
+    return [f"{RESULTS}/probes/{t}" for t in config["teachers"]] if PROBES["enabled"] else []
 
 
 def eval_args():

@@ -24,15 +24,25 @@ rule report:
     input:
         metrics=rules.collect.output,
         models=rules.model_table.output,
+        probes=[f"{d}/summary.csv" for d in probe_dirs()],
     output:
         f"{RESULTS}/tables/main.csv",
         f"{RESULTS}/tables/main.md",
+        f"{RESULTS}/tables/main.tex",
         f"{FIGURES}/teacher_sweep.png",
         f"{FIGURES}/teacher_sweep.pdf",
+        f"{RESULTS}/REPORT.md",
+        *(
+            [f"{RESULTS}/tables/probes.{x}" for x in ("csv", "md", "tex")]
+            + [f"{FIGURES}/unc_density.{x}" for x in ("png", "pdf")]
+            if probe_dirs()
+            else []
+        ),
     params:
         methods=" ".join(config["methods"]),
         tables=parent("output", 0),
-        figures=parent("output", 2),
+        figures=parent("output", 3),
+        probes=" ".join(probe_dirs()),
         primary=" ".join(f"{k}={v}" for k, v in config.get("report", {}).get("primary", {}).items()),
     log:
         f"{LOGS}/report.log",
@@ -41,4 +51,5 @@ rule report:
         **resources_for("report"),
     shell:
         "atkd report --metrics {input.metrics} --models {input.models} --tables {params.tables}"
-        " --figures {params.figures} --methods {params.methods} --primary {params.primary} > {log} 2>&1"
+        " --figures {params.figures} --methods {params.methods} --primary {params.primary}"
+        " --probes {params.probes} > {log} 2>&1"

@@ -1,0 +1,234 @@
+"""`results/REPORT.md`: each finding of the study (F1-F8, PAPER.md) with what this run measured and a
+plain verdict. Reads only tidy tables: the per-seed scores (`tables.scores`), the model list and the
+probe summaries.
+
+Every comparison is paired over seeds (the same seed gives the same data order and student start for both
+arms): mean difference and a two-sided 95% t-interval. Verdict: "supported" if the interval lies above
+zero in the claimed direction, "not supported" if it lies on the other side, otherwise "inconclusive at
+this scale" (always so with a single seed). Findings whose experiment this run did not include say so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from scipy import stats as st
+
+from atkd.report.tables import AVERAGE
+
+ALTERNATIVES = ("kd_early", "kd_ta", "dkd")  # F8's other remedies, by their default config names
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison over seeds: mean of (a - b), its 95% interval, the seeds used."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def verdict(self) -> str:
+        if self.n < 2:
+            return "inconclusive at this scale (one seed)"
+        if self.low > 0:
+            return "supported"
+        if self.high < 0:
+            return "not supported (the opposite direction)"
+        return "inconclusive at this scale"
+
+    def text(self) -> str:
+        if self.n < 2:
+            return f"{self.mean:+.4f} (n=1)"
+        return f"{self.mean:+.4f} [95% CI {self.low:+.4f}, {self.high:+.4f}] (n={self.n} seeds)"
+
+
+def paired(a: pd.Series, b: pd.Series) -> Paired | None:
+    """Paired difference a - b over the seeds both have (Series indexed by seed); None if no overlap."""
+    both = a.index.intersection(b.index)
+    if len(both) == 0:
+        return None
+    d = (a.loc[both] - b.loc[both]).astype(float)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return Paired(mean, math.nan, math.nan, len(d))
+    half = float(st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return Paired(mean, mean - half, mean + half, len(d))
+
+
+def _series(sc: pd.DataFrame, method: str, teacher: str, atkd: str, task: str = AVERAGE) -> pd.Series:
+    sub = sc[
+        (sc["method"] == method) & (sc["teacher"] == teacher) & (sc["atkd"] == atkd) & (sc["task"] == task)
+    ]
+    return sub.set_index("seed")["value"]
+
+
+def _f1(sc: pd.DataFrame, params: dict[str, float]) -> list[str]:
+    lines = ["## F1. A larger teacher can give a worse student", ""]
+    found = False
+    for method in sorted(set(sc["method"])):
+        teachers = sorted(
+            {t for t in sc.loc[(sc["method"] == method) & (sc["atkd"] == "off"), "teacher"] if t in params},
+            key=params.get,
+        )
+        if len(teachers) < 2 or method == "teacher":
+            continue
+        found = True
+        means = {t: _series(sc, method, t, "off").mean() for t in teachers}
+        largest = teachers[-1]
+        best = max(teachers[:-1], key=means.get)
+        cmp = paired(_series(sc, method, largest, "off"), _series(sc, method, best, "off"))
+        lines.append(
+            f"- `{method}` (average score by teacher, smallest first): "
+            + ", ".join(f"{t} {means[t]:.4f}" for t in teachers)
+        )
+        if cmp is not None:
+            lines.append(
+                f"  - largest teacher ({largest}) minus the best smaller one ({best}): {cmp.text()}; "
+                f"the claim (largest is worse) is **{Paired(-cmp.mean, -cmp.high, -cmp.low, cmp.n).verdict}**"
+            )
+    if not found:
+        lines.append("- Not measured: no method was run with two or more teachers.")
+    return lines + [""]
+
+
+def _f2_f3(probes: pd.DataFrame | None, params: dict[str, float]) -> list[str]:
+    lines = ["## F2. KD = TKD + UnC x DKD", ""]
+    if probes is None or probes.empty:
+        return lines + [
+            "- Not measured: no probe summaries.",
+            "",
+            "## F3. DKD is suppressed in large teachers",
+            "",
+            "- Not measured: no probe summaries.",
+            "",
+        ]
+    wide = probes.pivot_table(index="model", columns="metric", values="value")
+    wide = wide.loc[sorted(wide.index, key=lambda m: params.get(m, math.inf))]
+    residual = float(wide["identity_max_residual"].max())
+    lines.append(
+        f"- Largest |KD - TKD - UnC x DKD| over {int(wide['tokens'].sum())} probed tokens: {residual:.2e} "
+        f"(float32 logits): **{'supported' if residual < 1e-3 else 'not supported'}** "
+        "(an identity; this checks the implementation)."
+    )
+    lines += ["", "## F3. DKD is suppressed in large teachers (UnC shrinks as teachers grow)", ""]
+    lines.append(
+        "| teacher | params | mean UnC | share of UnC < 0.1 | KD share of TKD | KD share of UnC x DKD |"
+    )
+    lines.append("|---|---|---|---|---|---|")
+    for model, r in wide.iterrows():
+        lines.append(
+            f"| {model} | {params.get(model, float('nan')):,.0f} | {r['unc_mean']:.4f} "
+            f"| {r['unc_below_0.1']:.3f} | {r['share_tkd']:.3f} | {r['share_unc_dkd']:.3f} |"
+        )
+    unc = list(wide["unc_mean"])
+    falling = all(b < a for a, b in zip(unc, unc[1:]))
+    rising = all(b > a for a, b in zip(unc, unc[1:]))
+    verdict = "supported" if falling else "not supported" if rising else "inconclusive (not monotone)"
+    lines += [
+        "",
+        f"- Mean teacher UnC by size, smallest first: {', '.join(f'{u:.4f}' for u in unc)}: larger teachers "
+        f"are more confident: **{verdict}** (one probe per teacher; no seeds to pair).",
+        "- That DKD carries more of the benefit than TKD needs the TKD-only / DKD-only students, not in this "
+        "run: **not measured**.",
+        "",
+    ]
+    return lines
+
+
+def _f5(sc: pd.DataFrame) -> list[str]:
+    lines = ["## F5. ATKD improves every baseline", ""]
+    lines += ["| method | teacher | +ATKD minus without (average score) | verdict |", "|---|---|---|---|"]
+    verdicts = []
+    for (method, teacher), _ in sc[sc["atkd"] == "on"].groupby(["method", "teacher"]):
+        cmp = paired(_series(sc, method, teacher, "on"), _series(sc, method, teacher, "off"))
+        if cmp is None:
+            continue
+        verdicts.append(cmp.verdict)
+        lines.append(f"| {method} | {teacher} | {cmp.text()} | {cmp.verdict} |")
+    if not verdicts:
+        return lines[:2] + ["- Not measured: no method was run with and without ATKD.", ""]
+    n_sup = sum(v == "supported" for v in verdicts)
+    n_neg = sum(v.startswith("not supported") for v in verdicts)
+    overall = (
+        "supported"
+        if n_sup == len(verdicts)
+        else "not supported"
+        if n_neg > 0 and n_sup == 0
+        else "inconclusive at this scale"
+    )
+    lines += [
+        "",
+        f"- {n_sup} of {len(verdicts)} comparisons favour ATKD beyond seed noise, {n_neg} go the other way: "
+        f"the claim (consistent gains on every baseline) is **{overall}**.",
+        "",
+    ]
+    return lines
+
+
+def _f8(sc: pd.DataFrame, reference: str) -> list[str]:
+    lines = ["## F8. ATKD beats the other remedies for a large teacher", ""]
+    present = [m for m in ALTERNATIVES if m in set(sc["method"])]
+    if reference not in set(sc["method"]) or not present:
+        return lines + [
+            "- Not measured: the run has no early-stopped teacher, teacher assistant or DKD method.",
+            "",
+        ]
+    for alt in present:
+        teachers = set(sc.loc[sc["method"] == alt, "teacher"]) & set(
+            sc.loc[(sc["method"] == reference) & (sc["atkd"] == "on"), "teacher"]
+        )
+        for teacher in sorted(teachers):
+            cmp = paired(_series(sc, reference, teacher, "on"), _series(sc, alt, teacher, "off"))
+            if cmp is not None:
+                lines.append(
+                    f"- {reference} + ATKD minus `{alt}` at {teacher}: {cmp.text()}: **{cmp.verdict}**"
+                )
+    return lines + [""]
+
+
+def report_markdown(
+    scores: pd.DataFrame,
+    models: pd.DataFrame,
+    probes: pd.DataFrame | None = None,
+    *,
+    reference: str = "kd",
+    tasks: Sequence[str] = (),
+) -> str:
+    """The text of REPORT.md from per-seed scores (`tables.scores`), models.csv and probe summaries."""
+    params = dict(zip(models["model"], models["params"].astype(float), strict=False))
+    seeds = sorted(set(scores.loc[scores["method"] != "teacher", "seed"]))
+    lines = [
+        "# What this run shows about the study's findings",
+        "",
+        "Written by `atkd report` from the tidy result files. Scores are the per-task primary metric and"
+        f" their average over {len(tasks) or 'the evaluated'} tasks ({', '.join(tasks)}); seeds: {seeds}."
+        " Paired differences over seeds with a 95% t-interval; 'inconclusive at this scale' means the"
+        " interval contains zero.",
+        "",
+    ]
+    lines += _f1(scores, params)
+    lines += _f2_f3(probes, params)
+    lines += [
+        "## F4. TKD hurts on easy tokens and helps on hard ones",
+        "",
+        "- Not measured: needs the TKD-on-easy/hard students (token-group experiments), not in this run.",
+        "",
+    ]
+    lines += _f5(scores)
+    lines += [
+        "## F6. ATKD students have flatter loss landscapes",
+        "",
+        "- Not measured: no loss-landscape probe in this run.",
+        "",
+        "## F7. Best k = 0.5 and lambda = 0.2",
+        "",
+        "- Not measured: no k / lambda sweep in this run.",
+        "",
+    ]
+    lines += _f8(scores, reference)
+    return "\n".join(lines)
