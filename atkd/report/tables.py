@@ -110,11 +110,9 @@ def _fmt(mean: float, std: float, n: int, digits: int = 3) -> str:
     return f"{mean:.{digits}f}"
 
 
-def to_markdown(stats: pd.DataFrame, primary: Mapping[str, str]) -> str:
-    """A Markdown table: one row per (teacher, method, atkd), one column per task plus the average."""
-    tasks = [t for t in sorted(primary)] + [AVERAGE]
-    header = ["teacher", "method", "+ATKD", *[f"{t} ({primary[t]})" if t in primary else t for t in tasks]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def _rows(stats: pd.DataFrame, tasks: Sequence[str], pm: str = "±") -> list[tuple[str, str, str, list[str]]]:
+    """(teacher, method, atkd, cells) per table row: mean ± std per task, +ATKD delta in parentheses."""
+    out = []
     for (teacher, method, atkd), rows in stats.groupby(["teacher", "method", "atkd"], sort=False):
         by_task = rows.set_index("task")
         cells = []
@@ -123,11 +121,21 @@ def to_markdown(stats: pd.DataFrame, primary: Mapping[str, str]) -> str:
                 cells.append("")
                 continue
             r = by_task.loc[t]
-            cell = _fmt(r["mean"], r["std"], int(r["n"]))
+            cell = _fmt(r["mean"], r["std"], int(r["n"])).replace("±", pm)
             if atkd == "on" and not pd.isna(r.get("delta_atkd")):
                 cell += f" ({r['delta_atkd']:+.3f})"
             cells.append(cell)
-        lines.append("| " + " | ".join([teacher or "-", method, atkd, *cells]) + " |")
+        out.append((teacher or "-", method, atkd, cells))
+    return out
+
+
+def to_markdown(stats: pd.DataFrame, primary: Mapping[str, str]) -> str:
+    """A Markdown table: one row per (teacher, method, atkd), one column per task plus the average."""
+    tasks = [t for t in sorted(primary)] + [AVERAGE]
+    header = ["teacher", "method", "+ATKD", *[f"{t} ({primary[t]})" if t in primary else t for t in tasks]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for teacher, method, atkd, cells in _rows(stats, tasks):
+        lines.append("| " + " | ".join([teacher, method, atkd, *cells]) + " |")
     n_seeds = int(stats["n"].max()) if len(stats) else 0
     lines.append("")
     lines.append(
@@ -147,20 +155,7 @@ def to_latex(stats: pd.DataFrame, primary: Mapping[str, str]) -> str:
     lines = ["\\begin{tabular}{lll" + "r" * len(tasks) + "}", "\\toprule"]
     lines.append(" & ".join(["teacher", "method", "+ATKD", *map(esc, tasks)]) + " \\\\")
     lines.append("\\midrule")
-    for (teacher, method, atkd), rows in stats.groupby(["teacher", "method", "atkd"], sort=False):
-        by_task = rows.set_index("task")
-        cells = []
-        for t in tasks:
-            if t not in by_task.index:
-                cells.append("")
-                continue
-            r = by_task.loc[t]
-            cell = f"{r['mean']:.3f}" + (
-                f" $\\pm$ {r['std']:.3f}" if int(r["n"]) > 1 and not np.isnan(r["std"]) else ""
-            )
-            if atkd == "on" and not pd.isna(r.get("delta_atkd")):
-                cell += f" ({r['delta_atkd']:+.3f})"
-            cells.append(cell)
-        lines.append(" & ".join([esc(teacher or "-"), esc(method), atkd, *cells]) + " \\\\")
+    for teacher, method, atkd, cells in _rows(stats, tasks, pm="$\\pm$"):
+        lines.append(" & ".join([esc(teacher), esc(method), atkd, *cells]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(lines)
