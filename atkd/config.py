@@ -112,6 +112,11 @@ def check_study(config: Mapping[str, Any]) -> None:
         check_instruct_sets(config["evaluation"].get("instruct_sets"))
     except (ValueError, OSError) as err:
         raise ValueError(f"evaluation.instruct_sets: {err}") from None
+    landscape = config.get("landscape", {})
+    for key, valid in (("methods", config["methods"]), ("teachers", config["teachers"])):
+        for name in landscape.get(key, []):
+            if name not in valid:
+                raise ValueError(f"landscape.{key}: unknown name {name!r}; valid: {', '.join(valid)}")
     if config["evaluation"].get("benchmarks"):
         try:
             check_benchmarks(config["evaluation"]["benchmarks"])

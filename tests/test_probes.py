@@ -78,3 +78,32 @@ def test_summary_shares_and_identity(world, models):
     assert summary["identity_max_residual"] < 1e-4
     assert summary["unc_mean"] == pytest.approx(tokens["unc"].mean())
     assert 0 <= summary["unc_below_0.1"] <= 1
+
+
+def test_landscape_centre_is_the_trained_model_and_directions_are_filter_normalised(world, models):
+    from atkd.models import load_model
+    from atkd.probes.landscape import landscape, random_direction, summarise
+    from atkd.train.loop import evaluate_loss
+
+    model = load_model(models["student"])
+    d = random_direction(model, seed=0)
+    for name, p in model.named_parameters():
+        if p.dim() < 2:
+            assert not d[name].any()
+        else:
+            rows_d, rows_p = d[name].reshape(p.shape[0], -1), p.detach().reshape(p.shape[0], -1)
+            torch.testing.assert_close(rows_d.norm(dim=1), rows_p.norm(dim=1))
+    df = landscape(models["student"], world["train"], steps=3, span=0.5, limit=4)
+    assert len(df) == 3 + 6  # the line, then the rest of the 3 x 3 grid
+    tok = load_tokenizer(models["student"])
+    direct = evaluate_loss(model.eval(), load_examples(world["train"], tok, 512)[:4], tok.pad_token_id, 16)
+    centre = df[(df["alpha"] == 0) & (df["beta"] == 0)]["loss"].item()
+    assert centre == pytest.approx(direct, rel=1e-5)
+    s = summarise(df).set_index("metric")["value"]
+    assert s["loss_centre"] == pytest.approx(centre)
+    line = df[df["beta"] == 0]
+    assert s["sharpness"] == pytest.approx((line["loss"] - centre).mean())
+    # deterministic: the same directions and data give the same numbers
+    assert landscape(models["student"], world["train"], steps=3, span=0.5, limit=4).equals(df)
+    with pytest.raises(ValueError, match="odd"):
+        landscape(models["student"], world["train"], steps=4)

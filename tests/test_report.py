@@ -150,6 +150,19 @@ def _probe_dir(root, name, unc_values):
     return d
 
 
+def _landscape_dir(root, atkd, seed, sharpness):
+    d = root / "kd" / "t-big" / atkd / f"s{seed}"
+    d.mkdir(parents=True)
+    meta = {"method": "kd", "teacher": "t-big", "atkd": atkd, "seed": seed}
+    alpha = [-1.0, 0.0, 1.0]
+    loss = [2.0 + 1.5 * sharpness, 2.0, 2.0 + 1.5 * sharpness]  # mean rise over the line = sharpness
+    pd.DataFrame({**meta, "alpha": alpha, "beta": 0.0, "loss": loss}).to_csv(d / "landscape.csv", index=False)
+    pd.DataFrame({**meta, "metric": ["loss_centre", "sharpness"], "value": [2.0, sharpness]}).to_csv(
+        d / "summary.csv", index=False
+    )
+    return d
+
+
 def test_report_findings_and_probes(tmp_path):
     metrics = tmp_path / "metrics.csv"
     pd.DataFrame(tidy_rows()).to_csv(metrics, index=False)
@@ -165,10 +178,21 @@ def test_report_findings_and_probes(tmp_path):
         _probe_dir(tmp_path / "probes", "t-small", [0.5, 0.6, 0.7]),
         _probe_dir(tmp_path / "probes", "t-big", [0.1, 0.2, 0.05]),
     ]
+    landscapes = [
+        _landscape_dir(tmp_path / "landscape", atkd, seed, s)
+        for atkd, seed, s in [("off", 0, 0.9), ("off", 1, 0.8), ("on", 0, 0.5), ("on", 1, 0.45)]
+    ]
     out = report(
-        metrics, models, tmp_path / "results" / "tables", tmp_path / "figures", ["kd"], probes=probes
+        metrics,
+        models,
+        tmp_path / "results" / "tables",
+        tmp_path / "figures",
+        ["kd"],
+        probes=probes,
+        landscapes=landscapes,
     )
-    assert {p.name for p in out} >= {"probes.csv", "probes.md", "probes.tex", "unc_density.png", "REPORT.md"}
+    names = {p.name for p in out}
+    assert names >= {"probes.csv", "probes.md", "probes.tex", "unc_density.png", "landscape.png", "REPORT.md"}
     text = (tmp_path / "results" / "REPORT.md").read_text()
     for f in range(1, 9):
         assert f"## F{f}." in text
@@ -179,3 +203,4 @@ def test_report_findings_and_probes(tmp_path):
     # UnC falls from the small to the big teacher
     assert "larger teachers are more confident: **supported**" in text
     assert "F2" in text and "**supported** (an identity" in text
+    assert "flatter with ATKD is **supported**" in text

@@ -110,6 +110,10 @@ def test_config_errors_name_the_valid_choices(tmp_path):
     bad["evaluation"]["num_fewshot"] = {"dolly": 2}
     with pytest.raises(ValueError, match=r"evaluation.num_fewshot: 'dolly' .*; valid: mmlu"):
         check_study(bad)
+    bad = copy.deepcopy(cfg)
+    bad["landscape"]["methods"] = ["kdd"]
+    with pytest.raises(ValueError, match=r"landscape.methods: unknown name 'kdd'; valid: sft, kd"):
+        check_study(bad)
     # the schema rejects unknown keys and suites before any job runs
     out = snakemake(
         "-n",

@@ -1,5 +1,15 @@
 """Token-level probes of the study (PAPER.md section 4): teacher uncertainty and the KD decomposition."""
 
-from atkd.probes.tokens import probe_tokens, register_cli, summarise
+import argparse
+
+from atkd.probes import landscape as landscape_module
+from atkd.probes import tokens as tokens_module
+from atkd.probes.tokens import probe_tokens, summarise
 
 __all__ = ["probe_tokens", "register_cli", "summarise"]
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add `atkd probe` and `atkd landscape`."""
+    tokens_module.register_cli(subparsers)
+    landscape_module.register_cli(subparsers)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from atkd.fsutil import atomic_write_text
-from atkd.report.figures import teacher_sweep, unc_density
+from atkd.report.figures import landscape_lines, teacher_sweep, unc_density
 from atkd.report.findings import report_markdown
 from atkd.report.tables import (
     METRIC_COLUMNS,
@@ -60,6 +60,7 @@ def report(
     methods: list[str] | None = None,
     primary: dict[str, str] | None = None,
     probes: list[Path] | None = None,
+    landscapes: list[Path] | None = None,
 ) -> list[Path]:
     """Write `tables/main.{csv,md,tex}`, `figures/teacher_sweep.{png,pdf}`, with probe tables
     (`probes/<teacher>/{summary,tokens}.csv` directories) `tables/probes.{csv,md,tex}` and
@@ -86,8 +87,13 @@ def report(
         atomic_write_text(out[-2], _markdown(wide))
         atomic_write_text(out[-1], wide.to_latex(index=False, float_format="%.4g"))
         out += unc_density(tokens, mdl, figures / "unc_density")
+    flat = None
+    if landscapes:
+        flat = pd.concat([pd.read_csv(Path(p) / "summary.csv", dtype={"atkd": str}) for p in landscapes])
+        points = pd.concat([pd.read_csv(Path(p) / "landscape.csv", dtype={"atkd": str}) for p in landscapes])
+        out += landscape_lines(points, figures / "landscape", order)
     out.append(tables.parent / "REPORT.md")
-    atomic_write_text(out[-1], report_markdown(per_seed, mdl, summary, tasks=sorted(prim)))
+    atomic_write_text(out[-1], report_markdown(per_seed, mdl, summary, flat, tasks=sorted(prim)))
     return out
 
 
@@ -131,9 +137,14 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="*", default=None, help="method order (colours, rows)")
     p.add_argument("--primary", nargs="*", default=[], help="task=metric that scores a task")
     p.add_argument("--probes", nargs="*", type=Path, default=[], help="`atkd probe` output directories")
+    p.add_argument(
+        "--landscapes", nargs="*", type=Path, default=[], help="`atkd landscape` output directories"
+    )
 
     def run_report(a: argparse.Namespace) -> int:
-        for path in report(a.metrics, a.models, a.tables, a.figures, a.methods, _pairs(a.primary), a.probes):
+        for path in report(
+            a.metrics, a.models, a.tables, a.figures, a.methods, _pairs(a.primary), a.probes, a.landscapes
+        ):
             print(path)
         return 0
 

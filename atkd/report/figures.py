@@ -123,3 +123,32 @@ def unc_density(tokens: pd.DataFrame, models: pd.DataFrame, stem: Path) -> list[
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     return save_figure(fig, stem)
+
+
+def landscape_lines(points: pd.DataFrame, stem: Path, methods: Sequence[str]) -> list[Path]:
+    """1-D loss landscapes: loss minus the centre loss along the random direction, one line per student
+    (solid without ATKD, dashed with), one panel per (method, teacher)."""
+    line = points[points["beta"] == 0.0]
+    panels = list(line.groupby(["method", "teacher"], sort=True).groups)
+    colours = method_colours(list(methods) or sorted({m for m, _ in panels}))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (method, teacher) in zip(axes[0], panels, strict=True):
+        sub = line[(line["method"] == method) & (line["teacher"] == teacher)]
+        for (atkd, seed), run in sub.groupby(["atkd", "seed"]):
+            run = run.sort_values("alpha")
+            centre = run.loc[run["alpha"].abs().idxmin(), "loss"]
+            label = f"{method}{' + ATKD' if atkd == 'on' else ''} (seed {seed})"
+            ax.plot(
+                run["alpha"],
+                run["loss"] - centre,
+                ls="--" if atkd == "on" else "-",
+                color=colours.get(method, "#333"),
+                alpha=0.6 + 0.4 * (atkd == "on"),
+                label=label,
+            )
+        ax.set_title(f"{method}, teacher {teacher}", fontsize=9)
+        ax.set_xlabel("step along a filter-normalised direction")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    axes[0][0].set_ylabel("loss - loss at the trained weights")
+    return save_figure(fig, stem)

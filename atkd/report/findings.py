@@ -170,6 +170,25 @@ def _f5(sc: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _f6(flat: pd.DataFrame | None) -> list[str]:
+    lines = ["## F6. ATKD students have flatter loss landscapes", ""]
+    if flat is None or flat.empty:
+        return lines + ["- Not measured: no loss-landscape probe in this run.", ""]
+    sharp = flat[flat["metric"] == "sharpness"]
+    for (method, teacher), sub in sharp.groupby(["method", "teacher"]):
+        on = sub[sub["atkd"] == "on"].set_index("seed")["value"]
+        off = sub[sub["atkd"] == "off"].set_index("seed")["value"]
+        cmp = paired(on, off)
+        if cmp is None:
+            continue
+        claim = Paired(-cmp.mean, -cmp.high, -cmp.low, cmp.n)  # flatter = lower sharpness
+        lines.append(
+            f"- `{method}` at {teacher}: sharpness (mean loss rise along a filter-normalised direction) with "
+            f"ATKD minus without: {cmp.text()}: flatter with ATKD is **{claim.verdict}**"
+        )
+    return lines + [""]
+
+
 def _f8(sc: pd.DataFrame, reference: str) -> list[str]:
     lines = ["## F8. ATKD beats the other remedies for a large teacher", ""]
     present = [m for m in ALTERNATIVES if m in set(sc["method"])]
@@ -195,6 +214,7 @@ def report_markdown(
     scores: pd.DataFrame,
     models: pd.DataFrame,
     probes: pd.DataFrame | None = None,
+    landscapes: pd.DataFrame | None = None,
     *,
     reference: str = "kd",
     tasks: Sequence[str] = (),
@@ -220,11 +240,8 @@ def report_markdown(
         "",
     ]
     lines += _f5(scores)
+    lines += _f6(landscapes)
     lines += [
-        "## F6. ATKD students have flatter loss landscapes",
-        "",
-        "- Not measured: no loss-landscape probe in this run.",
-        "",
         "## F7. Best k = 0.5 and lambda = 0.2",
         "",
         "- Not measured: no k / lambda sweep in this run.",

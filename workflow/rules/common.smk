@@ -23,6 +23,10 @@ LOGS = f"{RESULTS}/logs"
 NO_TEACHER = "none"
 # Token probes (`atkd probe`): on by default, over the first `limit` validation records.
 PROBES = {"enabled": True, "limit": 200} | config.get("probes", {})
+# Loss landscapes (`atkd landscape`, F6) of the students of `methods` x `teachers`, with and without ATKD.
+LANDSCAPE = {"methods": [], "teachers": [], "steps": 11, "span": 1.0, "limit": 100, "seed": 0} | config.get(
+    "landscape", {}
+)
 # How teachers answer the training prompts for teacher-sampled methods (`atkd generate`).
 GENERATION = {"max_new_tokens": 128, "temperature": 1.0, "batch_size": 64} | config.get("teacher_generation", {})
 ENV = "../envs/atkd.yaml"
@@ -205,6 +209,17 @@ def distill_inputs(w):
 
 def probe_dirs():
     return [f"{RESULTS}/probes/{t}" for t in config["teachers"]] if PROBES["enabled"] else []
+
+
+def landscape_dirs():
+    """One landscape per (method, teacher, atkd, seed) run selected by the `landscape:` section."""
+    chosen = set(LANDSCAPE["methods"])
+    teachers = set(LANDSCAPE["teachers"]) or set(config["teachers"])
+    return [
+        f"{RESULTS}/landscape/{m}/{t}/{a}/s{s}"
+        for m, t, a, s in runs()
+        if m in chosen and t in teachers
+    ]
 
 
 def eval_args():

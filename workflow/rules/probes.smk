@@ -28,3 +28,29 @@ rule probe:
         "atkd probe --teacher {params.teacher}/final --student {params.student}/final"
         " --data {params.world}/valid.jsonl --name {wildcards.teacher} --out {params.out}"
         " --limit {params.limit} --max-length {params.max_length} --threads {threads} > {log} 2>&1"
+
+
+rule landscape:
+    """Loss landscape of one distilled student along filter-normalised random directions (F6)."""
+    conda:
+        ENV
+    input:
+        run=f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json",
+        world=rules.world.output.manifest,
+    output:
+        f"{RESULTS}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/summary.csv",
+    params:
+        run=lambda w: run_dir(w.method, w.teacher, w.atkd, w.seed),
+        world=parent("input", 1),
+        out=parent("output"),
+        L=LANDSCAPE,
+        meta=lambda w: f"method={w.method} teacher={w.teacher} atkd={w.atkd} seed={w.seed}",
+    log:
+        f"{LOGS}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
+    threads: config["threads"]
+    resources:
+        **resources_for("landscape"),
+    shell:
+        "atkd landscape --model {params.run}/final --data {params.world}/valid.jsonl --out {params.out}"
+        " --steps {params.L[steps]} --span {params.L[span]} --limit {params.L[limit]} --seed {params.L[seed]}"
+        " --threads {threads} --meta {params.meta} > {log} 2>&1"

@@ -25,6 +25,7 @@ rule report:
         metrics=rules.collect.output,
         models=rules.model_table.output,
         probes=[f"{d}/summary.csv" for d in probe_dirs()],
+        landscapes=[f"{d}/summary.csv" for d in landscape_dirs()],
     output:
         f"{RESULTS}/tables/main.csv",
         f"{RESULTS}/tables/main.md",
@@ -38,11 +39,13 @@ rule report:
             if probe_dirs()
             else []
         ),
+        *([f"{FIGURES}/landscape.{x}" for x in ("png", "pdf")] if landscape_dirs() else []),
     params:
         methods=" ".join(config["methods"]),
         tables=parent("output", 0),
         figures=parent("output", 3),
         probes=" ".join(probe_dirs()),
+        landscapes=" ".join(landscape_dirs()),
         primary=" ".join(f"{k}={v}" for k, v in config.get("report", {}).get("primary", {}).items()),
     log:
         f"{LOGS}/report.log",
@@ -52,4 +55,4 @@ rule report:
     shell:
         "atkd report --metrics {input.metrics} --models {input.models} --tables {params.tables}"
         " --figures {params.figures} --methods {params.methods} --primary {params.primary}"
-        " --probes {params.probes} > {log} 2>&1"
+        " --probes {params.probes} --landscapes {params.landscapes} > {log} 2>&1"
