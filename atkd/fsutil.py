@@ -60,3 +60,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_csv(path: str | Path, df: Any) -> None:
+    """Write a pandas DataFrame as CSV (6 significant digits, no index) with `atomic_write_text`."""
+    atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))

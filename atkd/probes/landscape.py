@@ -14,7 +14,6 @@ in the paper. The loss is the mean cross-entropy per response token on `data`. O
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atkd.fsutil import atomic_write_text
+from atkd.fsutil import atomic_write_csv
 from atkd.models.ladder import load_model
 from atkd.models.tokenizer import load_tokenizer
 from atkd.train.data import load_examples
@@ -104,12 +103,6 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _csv(df: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, float_format="%.6g")
-    return buf.getvalue()
-
-
 def _run_cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
@@ -126,8 +119,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     )
     meta = dict(item.split("=", 1) for item in args.meta)
     out = Path(args.out)
-    atomic_write_text(out / "landscape.csv", _csv(df.assign(**meta)[[*meta, "alpha", "beta", "loss"]]))
-    atomic_write_text(out / "summary.csv", _csv(summarise(df).assign(**meta)[[*meta, "metric", "value"]]))
+    atomic_write_csv(out / "landscape.csv", df.assign(**meta)[[*meta, "alpha", "beta", "loss"]])
+    atomic_write_csv(out / "summary.csv", summarise(df).assign(**meta)[[*meta, "metric", "value"]])
     return 0
 
 

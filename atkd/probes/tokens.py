@@ -15,7 +15,6 @@ steps see. Outputs (each written atomically):
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atkd.fsutil import atomic_write_text
+from atkd.fsutil import atomic_write_csv
 from atkd.losses import token_parts
 from atkd.models.ladder import load_model
 from atkd.models.tokenizer import load_tokenizer
@@ -104,12 +103,6 @@ def summarise(tokens: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "metric", "value"])
 
 
-def _csv(df: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, float_format="%.6g")
-    return buf.getvalue()
-
-
 def _run_cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
@@ -125,8 +118,8 @@ def _run_cli(args: argparse.Namespace) -> int:
         device=args.device,
     )
     out = Path(args.out)
-    atomic_write_text(out / "tokens.csv", _csv(tokens))
-    atomic_write_text(out / "summary.csv", _csv(summarise(tokens)))
+    atomic_write_csv(out / "tokens.csv", tokens)
+    atomic_write_csv(out / "summary.csv", summarise(tokens))
     log.info("%s: %d tokens -> %s", args.name, len(tokens), out)
     return 0
 
