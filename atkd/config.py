@@ -47,7 +47,9 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
     variants = method.get("atkd", ["off"] if method.get("teacher", True) is False else ["off", "on"])
     if "on" in variants:
         key = "atkd_loss" if "atkd_loss" in method else "loss"
-        _spec(f"{where}.{key}", method[key], config["atkd"])
+        _spec(f"{where}.{key}", method[key], method_atkd_options(config, name))
+    elif "atkd_options" in method:
+        raise ValueError(f"{where}.atkd_options: the method has no +ATKD variant (atkd: {variants})")
     if method.get("teacher", True) is False:
         if loss.needs_teacher:
             raise ValueError(f"{where}: loss {loss.name!r} needs a teacher but teacher: false")
@@ -78,6 +80,16 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
         total = config["teacher_train"].get("epochs")
         if total is not None and not 0 < method["teacher_epochs"] < total:
             raise ValueError(f"{where}.teacher_epochs: must be in (0, {total}) (teacher_train.epochs)")
+
+
+def method_atkd_options(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The +ATKD options of method `name`: the top-level `atkd` section, then the method's own
+    `atkd_options` (explicit `groups` there replace the top-level `lam`)."""
+    own = config["methods"][name].get("atkd_options", {})
+    merged = dict(config.get("atkd", {}))
+    if "groups" in own:
+        merged.pop("lam", None)
+    return merged | dict(own)
 
 
 def check_study(config: Mapping[str, Any]) -> None:
@@ -112,6 +124,16 @@ def check_study(config: Mapping[str, Any]) -> None:
         check_instruct_sets(config["evaluation"].get("instruct_sets"))
     except (ValueError, OSError) as err:
         raise ValueError(f"evaluation.instruct_sets: {err}") from None
+    for name, spec in config.get("analyses", {}).items():
+        variant = spec.get("atkd", "off")
+        for method in spec["members"]:
+            if method not in config["methods"]:
+                valid = ", ".join(config["methods"])
+                raise ValueError(f"analyses.{name}.members: unknown method {method!r}; valid: {valid}")
+            entry = config["methods"][method]
+            default = ["off"] if entry.get("teacher", True) is False else ["off", "on"]
+            if variant not in entry.get("atkd", default):
+                raise ValueError(f"analyses.{name}: method {method!r} has no atkd={variant!r} run")
     landscape = config.get("landscape", {})
     for key, valid in (("methods", config["methods"]), ("teachers", config["teachers"])):
         for name in landscape.get(key, []):

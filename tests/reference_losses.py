@@ -123,4 +123,10 @@ def loss(
     dkd = r["dkd"]
     if atkd.get("unc_weight"):
         dkd = dkd * (r["unc_student"] if name == "rkl" else r["unc"])
-    return lam * _mean(dkd[~hard]) + (1 - lam) * _mean(r["tkd"][hard] + dkd[hard])
+    if atkd.get("groups") is None:
+        return lam * _mean(dkd[~hard]) + (1 - lam) * _mean(r["tkd"][hard] + dkd[hard])
+    total = dkd.new_zeros(())
+    for group, rows in (("easy", ~hard), ("hard", hard)):
+        w = atkd["groups"].get(group, {})
+        total = total + _mean(w.get("tkd", 0.0) * r["tkd"][rows] + w.get("dkd", 0.0) * dkd[rows])
+    return total

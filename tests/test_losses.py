@@ -68,7 +68,24 @@ ATKD_CASES = [
     {"k": 1.0, "lam": 0.0},
     {"k": 0.5, "lam": 0.2, "split": "sequence"},
     {"k": 0.7, "lam": 0.9, "unc_weight": True},
+    {"k": 0.5, "groups": {"easy": {"dkd": 1.0}, "hard": {"tkd": 1.0, "dkd": 1.0}}},
+    {"k": 0.3, "groups": {"hard": {"tkd": 1.0, "dkd": 1.0}}, "unc_weight": True},
+    {"k": 0.6, "groups": {"easy": {"tkd": 0.5, "dkd": 2.0}, "hard": {"dkd": 0.25}}, "split": "sequence"},
 ]
+
+
+def test_groups_reproduce_atkd_and_restricted_kd():
+    s, t, y = make((3, 11, 23), seed=4)
+    atkd = build_loss({"name": "fkl", "atkd": {"k": 0.4, "lam": 0.3}})(s, t, y)
+    explicit = {"easy": {"dkd": 0.3}, "hard": {"tkd": 0.7, "dkd": 0.7}}
+    same = build_loss({"name": "fkl", "atkd": {"k": 0.4, "groups": explicit}})(s, t, y)
+    torch.testing.assert_close(same, atkd, rtol=1e-12, atol=0)
+    # KD on the hardest 40% only: mean forward KL over exactly those tokens
+    r = ref.parts(s, t, y, "fkl")
+    hard = ref.hard_mask(r["unc"], 0.4)
+    only_hard = {"hard": {"tkd": 1.0, "dkd": 1.0}}
+    got = build_loss({"name": "fkl", "atkd": {"k": 0.4, "groups": only_hard, "unc_weight": True}})(s, t, y)
+    torch.testing.assert_close(got, r["base"][hard].mean())
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -285,11 +302,16 @@ def test_custom_divergence_gets_atkd_for_free():
         ),
         (
             {"name": "fkl", "atkd": {"ratio": 0.5}},
-            "unknown atkd option 'ratio'; valid: k, lam, split, unc_weight",
+            "unknown atkd option 'ratio'; valid: groups, k, lam, split, unc_weight",
         ),
         ({"name": "fkl", "atkd": {"split": "token"}}, "unknown atkd split 'token'; valid: batch, sequence"),
         ({"name": "fkl", "atkd": {"k": 0.0}}, "atkd k (hard-token ratio) must be in (0, 1]"),
         ({"name": "fkl", "atkd": {"lam": 1.5}}, "atkd lam must be in [0, 1]"),
+        ({"name": "fkl", "atkd": {"lam": 0.2, "groups": {}}}, "set lam (ATKD's weights) or groups"),
+        ({"name": "fkl", "atkd": {"groups": {"medium": {}}}}, "atkd group 'medium'; valid: easy, hard"),
+        ({"name": "fkl", "atkd": {"groups": {"hard": {"kd": 1}}}}, "unknown part in atkd groups.hard: 'kd'"),
+        ({"name": "fkl", "atkd": {"groups": {"hard": {"tkd": -1}}}}, "groups.hard.tkd must be a number >= 0"),
+        ({"name": "fkl", "atkd": {"groups": {"hard": {"tkd": 0}}}}, "every weight is 0"),
         ({"name": "jsd", "beta": 2.0}, "parameter beta=2.0 of loss 'jsd' is out of range"),
         ({"name": "ce", "atkd": {}}, "+ATKD needs a teacher and 'ce' has none"),
         ({"name": "fkl", "temperature": 0}, "temperature must be > 0"),

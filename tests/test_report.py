@@ -204,3 +204,79 @@ def test_report_findings_and_probes(tmp_path):
     assert "larger teachers are more confident: **supported**" in text
     assert "F2" in text and "**supported** (an identity" in text
     assert "flatter with ATKD is **supported**" in text
+
+
+ANALYSES = {
+    "tkd_vs_dkd": {"atkd": "off", "members": {"tkd_only": "TKD only", "dkd_only": "DKD only"}},
+    "tkd_placement": {
+        "atkd": "off",
+        "members": {"dkd_only": "TKD on none", "tkd_easy": "TKD on easy", "tkd_hard": "TKD on hard"},
+    },
+    "k_sweep": {"atkd": "on", "members": {"kd_k30": "k=0.3", "kd": "k=0.5", "kd_k70": "k=0.7"}},
+    "lam_sweep": {"atkd": "on", "members": {"kd": "lam=0.2", "kd_lam90": "lam=0.9"}},
+}
+
+
+def test_analyses_table_figure_and_verdicts(tmp_path):
+    # (method, atkd) -> score per seed; the seed noise is shared, so paired differences are exact
+    base = {1: 0.50, 2: 0.53, 3: 0.47}
+    offsets = {
+        ("tkd_only", "off"): 0.00,
+        ("dkd_only", "off"): 0.05,  # DKD beats TKD: F3 supported
+        ("tkd_easy", "off"): 0.07,  # TKD on easy tokens helps here: F4's first half goes the other way
+        ("tkd_hard", "off"): 0.05,  # same as none: inconclusive needs noise, so add it per seed below
+        ("kd_k30", "on"): 0.01,
+        ("kd", "on"): 0.03,
+        ("kd_k70", "on"): 0.02,
+        ("kd_lam90", "on"): 0.03,
+    }
+    noise = {1: 0.01, 2: -0.01, 3: 0.0}
+    rows = []
+    for (method, atkd), off in offsets.items():
+        for seed, b in base.items():
+            value = b + off + (noise[seed] if method == "tkd_hard" else 0.0)
+            for task, metric in TASKS.items():
+                rows.append(
+                    dict(
+                        run=f"{method}-{atkd}-{seed}",
+                        student="s",
+                        teacher="t-big",
+                        method=method,
+                        atkd=atkd,
+                        seed=seed,
+                        task=task,
+                        metric=metric,
+                        value=value,
+                    )
+                )
+    metrics = tmp_path / "metrics.csv"
+    pd.DataFrame(rows).to_csv(metrics, index=False)
+    models = tmp_path / "models.csv"
+    pd.DataFrame({"model": ["t-big", "s"], "role": ["teacher", "student"], "params": [1e6, 5e4]}).to_csv(
+        models, index=False
+    )
+    out = report(metrics, models, tmp_path / "r" / "tables", tmp_path / "fig", analyses=ANALYSES)
+    assert {p.name for p in out} >= {"analyses.csv", "analyses.md", "analyses.tex", "analyses.png"}
+    table = pd.read_csv(tmp_path / "r" / "tables" / "analyses.csv")
+    row = table[(table["analysis"] == "k_sweep") & (table["label"] == "k=0.5")].iloc[0]
+    assert row["method"] == "kd" and row["n"] == 3
+    assert row["mean"] == pytest.approx(0.53)
+    text = (tmp_path / "r" / "REPORT.md").read_text()
+    assert "- DKD only minus TKD only at t-big: +0.0500" in text
+    assert "DKD matters more than TKD is **supported**" in text
+    assert "TKD on easy tokens hurts is **not supported (the opposite direction)**" in text
+    assert "TKD on hard tokens helps is **inconclusive at this scale**" in text
+    assert "k=0.3 0.5100, k=0.5 0.5300, k=0.7 0.5200; highest: k=0.5" in text
+    assert "k=0.5 beats k=0.7 is **supported**" in text
+    # lam 0.2 and 0.9 score the same on every seed: a zero interval is not a win
+    assert "lam=0.2 beats lam=0.9 is **inconclusive at this scale**" in text
+
+
+def test_analyses_config_is_checked():
+    from atkd.report.analyses import parse_analyses
+
+    assert parse_analyses(None) == {}
+    with pytest.raises(ValueError, match="analyses.x.atkd: expected 'on' or 'off'"):
+        parse_analyses({"x": {"atkd": "both", "members": {}}})
+    with pytest.raises(ValueError, match="labels must be distinct"):
+        parse_analyses('{"x": {"members": {"a": "A", "b": "A"}}}')

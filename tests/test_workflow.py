@@ -64,56 +64,68 @@ def test_dry_run_plans_every_run(configfile):
     assert counts["teacher"] == n_teachers and counts["evaluate_teacher"] == n_teachers
 
 
-def test_config_errors_name_the_valid_choices(tmp_path):
+def _set(*path_and_value):
+    """A change to a config: set the value at a key path (the last argument is the value)."""
+    *path, value = path_and_value
+
+    def apply(cfg, tmp_path):
+        node = cfg
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value(tmp_path) if callable(value) else value
+
+    return apply
+
+
+CONFIG_ERRORS = [
+    (_set("methods", "kd", "loss", "kl"), r"methods.kd.loss: unknown loss name 'kl'; valid: ce, dkd, fkl"),
+    (
+        _set("teachers", "neox-48x2", "arch", "neox-1x1"),
+        r"teachers.neox-48x2: unknown arch 'neox-1x1'; valid: neox-32x2",
+    ),
+    (_set("methods", "sft", "atkd", ["on"]), "needs a teacher"),
+    (
+        _set("methods", "rkd", "teachers", ["neox-999x9"]),
+        r"methods.rkd.teachers: unknown teacher 'neox-999x9'; valid: neox-48x2",
+    ),
+    (_set("methods", "kd_ta", "assistant", "tiny"), r"methods.kd_ta.assistant: unknown teacher 'tiny'"),
+    (
+        _set("methods", "gkd", "sampling", "source", "oracle"),
+        r"methods.gkd.sampling.source: unknown source 'oracle'; valid: ground_truth",
+    ),
+    (_set("methods", "seqkd", "atkd_loss", "ce"), r"methods.seqkd.atkd_loss: .*ce"),
+    (_set("methods", "sft", "sampling", {"source": "student"}), r"methods.sft: sampling needs a teacher"),
+    (
+        _set("evaluation", "instruct_sets", lambda tmp: {"real": str(tmp / "missing.jsonl")}),
+        r"evaluation.instruct_sets: .*missing.jsonl",
+    ),
+    (_set("evaluation", "num_fewshot", {"dolly": 2}), r"evaluation.num_fewshot: 'dolly' .*; valid: mmlu"),
+    (
+        _set("analyses", "k_sweep", "members", "kdd", "k=0.9"),
+        r"analyses.k_sweep.members: unknown method 'kdd'; valid: sft, kd",
+    ),
+    (
+        _set("analyses", "tkd_vs_dkd", "atkd", "on"),
+        r"analyses.tkd_vs_dkd: method 'tkd_only' has no atkd='on' run",
+    ),
+    (
+        _set("methods", "kd_k70", "atkd_options", {"k": 0.7, "lam": 0.2, "groups": {}}),
+        r"methods.kd_k70.loss: atkd: set lam",
+    ),
+    (_set("landscape", "methods", ["kdd"]), r"landscape.methods: unknown name 'kdd'; valid: sft, kd"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), CONFIG_ERRORS)
+def test_config_errors_name_the_valid_choices(tmp_path, change, message):
     cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
-    bad = copy.deepcopy(cfg)
-    bad["methods"]["kd"]["loss"] = "kl"
-    with pytest.raises(ValueError, match=r"methods.kd.loss: unknown loss name 'kl'; valid: ce, dkd, fkl"):
-        check_study(bad)
-    bad = copy.deepcopy(cfg)
-    bad["teachers"]["neox-48x2"]["arch"] = "neox-1x1"
-    with pytest.raises(ValueError, match=r"teachers.neox-48x2: unknown arch 'neox-1x1'; valid: neox-32x2"):
-        check_study(bad)
-    bad = copy.deepcopy(cfg)
-    bad["methods"]["sft"]["atkd"] = ["on"]
-    with pytest.raises(ValueError, match="needs a teacher"):
-        check_study(bad)
-    bad = copy.deepcopy(cfg)
-    bad["methods"]["rkd"]["teachers"] = ["neox-999x9"]
-    with pytest.raises(
-        ValueError, match=r"methods.rkd.teachers: unknown teacher 'neox-999x9'; valid: neox-48x2"
-    ):
-        check_study(bad)
-    bad = copy.deepcopy(cfg)
-    bad["methods"]["kd_ta"]["assistant"] = "tiny"
-    with pytest.raises(ValueError, match=r"methods.kd_ta.assistant: unknown teacher 'tiny'"):
-        check_study(bad)
-    bad = copy.deepcopy(cfg)
-    bad["methods"]["gkd"]["sampling"]["source"] = "oracle"
-    with pytest.raises(
-        ValueError, match=r"methods.gkd.sampling.source: unknown source 'oracle'; valid: ground_truth"
-    ):
-        check_study(bad)
-    bad = copy.deepcopy(cfg)
-    bad["methods"]["seqkd"]["atkd_loss"] = "ce"
-    with pytest.raises(ValueError, match=r"methods.seqkd.atkd_loss: .*ce"):
-        check_study(bad)
-    bad = copy.deepcopy(cfg)
-    bad["methods"]["sft"]["sampling"] = {"source": "student"}
-    with pytest.raises(ValueError, match=r"methods.sft: sampling needs a teacher"):
-        check_study(bad)
-    bad = copy.deepcopy(cfg)
-    bad["evaluation"]["instruct_sets"] = {"real": str(tmp_path / "missing.jsonl")}
-    with pytest.raises(ValueError, match=r"evaluation.instruct_sets: .*missing.jsonl"):
-        check_study(bad)
-    bad = copy.deepcopy(cfg)
-    bad["evaluation"]["num_fewshot"] = {"dolly": 2}
-    with pytest.raises(ValueError, match=r"evaluation.num_fewshot: 'dolly' .*; valid: mmlu"):
-        check_study(bad)
-    bad = copy.deepcopy(cfg)
-    bad["landscape"]["methods"] = ["kdd"]
-    with pytest.raises(ValueError, match=r"landscape.methods: unknown name 'kdd'; valid: sft, kd"):
-        check_study(bad)
+    check_study(copy.deepcopy(cfg))  # the smoke config itself is valid
+    change(cfg, tmp_path)
+    with pytest.raises(ValueError, match=message):
+        check_study(cfg)
+
+
+def test_schema_rejects_unknown_suites_before_any_job(tmp_path):
     # the schema rejects unknown keys and suites before any job runs
     out = snakemake(
         "-n",

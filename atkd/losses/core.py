@@ -16,6 +16,12 @@ infinity". Nothing is selected with a boolean mask over the vocabulary.
 
     L = lam * mean_easy(nontarget) + (1 - lam) * mean_hard(binary + nontarget).
 
+`groups` generalises the two weights for the token-level analyses of the study (PAPER.md, section 4):
+`{easy: {tkd: a, dkd: b}, hard: {tkd: c, dkd: d}}` gives
+`L = mean_easy(a * binary + b * nontarget) + mean_hard(c * binary + d * nontarget)`, so ATKD is
+`easy {0, lam}, hard {1 - lam, 1 - lam}`, KD on the hardest k only is `easy {0, 0}, hard {1, 1}` with
+`unc_weight`, and "DKD everywhere, TKD on hard tokens" is `easy {0, b}, hard {c, b}`.
+
 Evaluation is fused and chunked over tokens: the loss and its gradient with respect to the student
 logits are computed together, `chunk_size` valid tokens at a time (float32 inside a chunk whatever the
 input dtype), so peak memory is the inputs, one gradient buffer and one chunk's intermediates, never a
@@ -47,7 +53,9 @@ IGNORE_INDEX = -100
 AUTO_CHUNK_ELEMENTS = 1 << 22
 
 SPLITS = ("batch", "sequence")
-ATKD_KEYS = {"k": 0.5, "lam": 0.2, "split": "batch", "unc_weight": False}
+ATKD_KEYS = {"k": 0.5, "lam": 0.2, "split": "batch", "unc_weight": False, "groups": None}
+GROUPS = ("easy", "hard")
+PARTS = ("tkd", "dkd")
 COMMON_KEYS = {"temperature": 1.0, "ignore_index": IGNORE_INDEX, "chunk_size": None}
 # Losses that are not a registered divergence but are built from the same machinery.
 SPECIAL_LOSSES = {
@@ -58,12 +66,22 @@ SPECIAL_LOSSES = {
 
 @dataclass(frozen=True)
 class AtkdConfig:
-    """Options of +ATKD: hard-token ratio `k`, easy-token weight `lam`, where to split, UnC weighting."""
+    """Options of +ATKD: hard-token ratio `k`, easy-token weight `lam`, where to split, UnC weighting, and
+    optionally explicit per-group part weights `groups` ((easy tkd, easy dkd), (hard tkd, hard dkd))
+    in place of `lam`."""
 
     k: float = 0.5
     lam: float = 0.2
     split: str = "batch"
     unc_weight: bool = False
+    groups: tuple[tuple[float, float], tuple[float, float]] | None = None
+
+    @property
+    def group_weights(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """((easy tkd, easy dkd), (hard tkd, hard dkd)): `groups`, or ATKD's from `lam`."""
+        if self.groups is not None:
+            return self.groups
+        return (0.0, self.lam), (1.0 - self.lam, 1.0 - self.lam)
 
 
 @dataclass(frozen=True)
@@ -154,7 +172,9 @@ def _parse_atkd(raw: Any, name: str) -> AtkdConfig | None:
     for key in raw:
         if key not in ATKD_KEYS:
             raise _fail("atkd option", key, sorted(ATKD_KEYS))
-    cfg = AtkdConfig(**{**ATKD_KEYS, **raw})
+    if raw.get("groups") is not None and "lam" in raw:
+        raise ValueError("atkd: set lam (ATKD's weights) or groups (explicit weights), not both")
+    cfg = AtkdConfig(**{**ATKD_KEYS, **raw, "groups": None})
     if not 0.0 < float(cfg.k) <= 1.0:
         raise ValueError(f"atkd k (hard-token ratio) must be in (0, 1], got {cfg.k}")
     if not 0.0 <= float(cfg.lam) <= 1.0:
@@ -163,7 +183,35 @@ def _parse_atkd(raw: Any, name: str) -> AtkdConfig | None:
         raise _fail("atkd split", cfg.split, list(SPLITS))
     if not isinstance(cfg.unc_weight, bool):
         raise ValueError(f"atkd unc_weight must be true or false, got {cfg.unc_weight!r}")
-    return AtkdConfig(float(cfg.k), float(cfg.lam), cfg.split, cfg.unc_weight)
+    groups = _parse_groups(raw.get("groups"))
+    return AtkdConfig(float(cfg.k), float(cfg.lam), cfg.split, cfg.unc_weight, groups)
+
+
+def _parse_groups(raw: Any) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """`{easy: {tkd: a, dkd: b}, hard: {tkd: c, dkd: d}}` (missing entries are 0) -> ((a, b), (c, d))."""
+    if raw is None:
+        return None
+    if isinstance(raw, tuple):  # already parsed (an AtkdConfig's own value)
+        return raw
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"atkd groups must map easy/hard to {{tkd: w, dkd: w}}, got {raw!r}")
+    out = []
+    for key in raw:
+        if key not in GROUPS:
+            raise _fail("atkd group", key, list(GROUPS))
+    for group in GROUPS:
+        parts = raw.get(group) or {}
+        if not isinstance(parts, Mapping):
+            raise ValueError(f"atkd groups.{group} must be a mapping of {list(PARTS)}, got {parts!r}")
+        for key, value in parts.items():
+            if key not in PARTS:
+                raise _fail(f"part in atkd groups.{group}:", key, list(PARTS))
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"atkd groups.{group}.{key} must be a number >= 0, got {value!r}")
+        out.append((float(parts.get("tkd", 0.0)), float(parts.get("dkd", 0.0))))
+    if not any(w for pair in out for w in pair):
+        raise ValueError("atkd groups: every weight is 0, so nothing would be learned")
+    return out[0], out[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,12 +281,13 @@ def _weights(cfg: LossConfig, log_unc: Tensor | None, seq_ids: Tensor, norm: flo
     a = cfg.atkd
     hard = _hard_mask(log_unc, seq_ids, a).to(dtype)
     n_hard, n_easy = float(hard.sum()), float(n - hard.sum())
-    w_hard = (1.0 - a.lam) / n_hard if n_hard else 0.0
-    w_easy = a.lam / n_easy if n_easy else 0.0
+    inv_hard = 1.0 / n_hard if n_hard else 0.0  # mean over each group's own tokens
+    inv_easy = 1.0 / n_easy if n_easy else 0.0
+    (easy_bin, easy_nt), (hard_bin, hard_nt) = a.group_weights
     scale = n / norm
     a_bin, a_nt = cfg.part_scales  # type: ignore[misc]
-    binary = hard * (w_hard * scale * a_bin)
-    nontarget = (hard * w_hard + (1.0 - hard) * w_easy) * (scale * a_nt)
+    binary = (hard * (hard_bin * inv_hard) + (1.0 - hard) * (easy_bin * inv_easy)) * (scale * a_bin)
+    nontarget = (hard * (hard_nt * inv_hard) + (1.0 - hard) * (easy_nt * inv_easy)) * (scale * a_nt)
     return _Weights(None, binary, nontarget)
 
 

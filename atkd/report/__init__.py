@@ -11,11 +11,14 @@ files it is given.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from atkd.fsutil import atomic_write_text
+from atkd.report.analyses import analysis_figure, analysis_scores, analysis_table, parse_analyses
 from atkd.report.figures import landscape_lines, teacher_sweep, unc_density
 from atkd.report.findings import report_markdown
 from atkd.report.tables import (
@@ -61,6 +64,7 @@ def report(
     primary: dict[str, str] | None = None,
     probes: list[Path] | None = None,
     landscapes: list[Path] | None = None,
+    analyses: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Write `tables/main.{csv,md,tex}`, `figures/teacher_sweep.{png,pdf}`, with probe tables
     (`probes/<teacher>/{summary,tokens}.csv` directories) `tables/probes.{csv,md,tex}` and
@@ -76,7 +80,11 @@ def report(
     out.append(tables / "main.tex")
     atomic_write_text(out[-1], to_latex(stats, prim))
     per_seed = scores(df, prim)
-    out += teacher_sweep(per_seed, mdl, figures / "teacher_sweep", order)
+    # the sweep figure shows the methods run with several teachers (and those without one, as a band)
+    teachers_of = per_seed.groupby("method")["teacher"].nunique()
+    no_teacher = set(per_seed.loc[per_seed["teacher"] == "", "method"])
+    swept = [m for m in order if teachers_of.get(m, 0) >= 2 or m in no_teacher]
+    out += teacher_sweep(per_seed, mdl, figures / "teacher_sweep", swept or order, colour_order=order)
     summary = None
     if probes:
         summary = pd.concat([pd.read_csv(Path(p) / "summary.csv") for p in probes], ignore_index=True)
@@ -92,8 +100,19 @@ def report(
         flat = pd.concat([pd.read_csv(Path(p) / "summary.csv", dtype={"atkd": str}) for p in landscapes])
         points = pd.concat([pd.read_csv(Path(p) / "landscape.csv", dtype={"atkd": str}) for p in landscapes])
         out += landscape_lines(points, figures / "landscape", order)
+    if analyses:
+        members = analysis_scores(per_seed, analyses)
+        if members.empty:
+            raise ValueError(f"analyses {sorted(analyses)}: none of their members has scores in {metrics}")
+        table = analysis_table(members)
+        out += [tables / "analyses.csv", tables / "analyses.md", tables / "analyses.tex"]
+        atomic_write_text(out[-3], table.to_csv(index=False))
+        atomic_write_text(out[-2], _markdown(table))
+        atomic_write_text(out[-1], table.to_latex(index=False, float_format="%.4g"))
+        out += analysis_figure(table, mdl, figures / "analyses")
     out.append(tables.parent / "REPORT.md")
-    atomic_write_text(out[-1], report_markdown(per_seed, mdl, summary, flat, tasks=sorted(prim)))
+    text = report_markdown(per_seed, mdl, summary, flat, analyses, tasks=sorted(prim))
+    atomic_write_text(out[-1], text)
     return out
 
 
@@ -141,9 +160,24 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "--landscapes", nargs="*", type=Path, default=[], help="`atkd landscape` output directories"
     )
 
+    p.add_argument(
+        "--analyses",
+        default="",
+        help="JSON {name: {atkd: on|off, members: {method: label}}} (the config's `analyses:` section)",
+    )
+
     def run_report(a: argparse.Namespace) -> int:
+        analyses = parse_analyses(a.analyses)
         for path in report(
-            a.metrics, a.models, a.tables, a.figures, a.methods, _pairs(a.primary), a.probes, a.landscapes
+            a.metrics,
+            a.models,
+            a.tables,
+            a.figures,
+            a.methods,
+            _pairs(a.primary),
+            a.probes,
+            a.landscapes,
+            analyses,
         ):
             print(path)
         return 0

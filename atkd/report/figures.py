@@ -39,7 +39,12 @@ def save_figure(fig: plt.Figure, stem: Path) -> list[Path]:
 
 
 def teacher_sweep(
-    scores: pd.DataFrame, models: pd.DataFrame, stem: Path, methods: Sequence[str], task: str = AVERAGE
+    scores: pd.DataFrame,
+    models: pd.DataFrame,
+    stem: Path,
+    methods: Sequence[str],
+    task: str = AVERAGE,
+    colour_order: Sequence[str] = (),
 ) -> list[Path]:
     """Student score vs teacher size, one line per method, solid without and dashed with ATKD.
 
@@ -48,7 +53,7 @@ def teacher_sweep(
     """
     params = dict(zip(models["model"], models["params"], strict=False))
     sc = scores[scores["task"] == task]
-    colours = method_colours(methods)
+    colours = method_colours(list(colour_order) or list(methods))  # the same colour in every figure
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     own = sc[sc["method"] == TEACHER_METHOD].groupby("teacher")["value"].mean().reset_index()
     if not own.empty:

@@ -11,53 +11,16 @@ this scale" (always so with a single seed). Findings whose experiment this run d
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
-from scipy import stats as st
 
+from atkd.report.analyses import analysis_scores, f3_lines, f4_lines, f7_lines
+from atkd.report.stats import Paired, paired
 from atkd.report.tables import AVERAGE
 
 ALTERNATIVES = ("kd_early", "kd_ta", "dkd")  # F8's other remedies, by their default config names
-
-
-@dataclass(frozen=True)
-class Paired:
-    """A paired comparison over seeds: mean of (a - b), its 95% interval, the seeds used."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    @property
-    def verdict(self) -> str:
-        if self.n < 2:
-            return "inconclusive at this scale (one seed)"
-        if self.low > 0:
-            return "supported"
-        if self.high < 0:
-            return "not supported (the opposite direction)"
-        return "inconclusive at this scale"
-
-    def text(self) -> str:
-        if self.n < 2:
-            return f"{self.mean:+.4f} (n=1)"
-        return f"{self.mean:+.4f} [95% CI {self.low:+.4f}, {self.high:+.4f}] (n={self.n} seeds)"
-
-
-def paired(a: pd.Series, b: pd.Series) -> Paired | None:
-    """Paired difference a - b over the seeds both have (Series indexed by seed); None if no overlap."""
-    both = a.index.intersection(b.index)
-    if len(both) == 0:
-        return None
-    d = (a.loc[both] - b.loc[both]).astype(float)
-    mean = float(d.mean())
-    if len(d) < 2:
-        return Paired(mean, math.nan, math.nan, len(d))
-    half = float(st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    return Paired(mean, mean - half, mean + half, len(d))
 
 
 def _series(sc: pd.DataFrame, method: str, teacher: str, atkd: str, task: str = AVERAGE) -> pd.Series:
@@ -133,9 +96,6 @@ def _f2_f3(probes: pd.DataFrame | None, params: dict[str, float]) -> list[str]:
         "",
         f"- Mean teacher UnC by size, smallest first: {', '.join(f'{u:.4f}' for u in unc)}: larger teachers "
         f"are more confident: **{verdict}** (one probe per teacher; no seeds to pair).",
-        "- That DKD carries more of the benefit than TKD needs the TKD-only / DKD-only students, not in this "
-        "run: **not measured**.",
-        "",
     ]
     return lines
 
@@ -215,6 +175,7 @@ def report_markdown(
     models: pd.DataFrame,
     probes: pd.DataFrame | None = None,
     landscapes: pd.DataFrame | None = None,
+    analyses: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     reference: str = "kd",
     tasks: Sequence[str] = (),
@@ -231,21 +192,16 @@ def report_markdown(
         " interval contains zero.",
         "",
     ]
+    members = analysis_scores(scores, analyses or {})
     lines += _f1(scores, params)
     lines += _f2_f3(probes, params)
-    lines += [
-        "## F4. TKD hurts on easy tokens and helps on hard ones",
-        "",
-        "- Not measured: needs the TKD-on-easy/hard students (token-group experiments), not in this run.",
-        "",
-    ]
+    lines += ["- Students trained with DKD only vs TKD only (average score, paired over seeds):"]
+    lines += f3_lines(members) + [""]
+    lines += ["## F4. TKD hurts on easy tokens and helps on hard ones", ""]
+    lines += f4_lines(members) + [""]
     lines += _f5(scores)
     lines += _f6(landscapes)
-    lines += [
-        "## F7. Best k = 0.5 and lambda = 0.2",
-        "",
-        "- Not measured: no k / lambda sweep in this run.",
-        "",
-    ]
+    lines += ["## F7. Best k = 0.5 and lambda = 0.2", ""]
+    lines += f7_lines(members) + [""]
     lines += _f8(scores, reference)
     return "\n".join(lines)

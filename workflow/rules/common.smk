@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 
+from atkd.config import method_atkd_options
 from atkd.losses import parse_spec
 from atkd.train.loop import epoch_dir_name
 from atkd.train.sampling import parse_sampling
@@ -171,7 +172,7 @@ def loss_spec(method, atkd):
     spec = m.get("atkd_loss", m["loss"]) if atkd == "on" else m["loss"]
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     if atkd == "on":
-        spec["atkd"] = dict(config["atkd"])
+        spec["atkd"] = method_atkd_options(config, method)
     return spec
 
 

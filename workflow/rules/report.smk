@@ -40,12 +40,19 @@ rule report:
             else []
         ),
         *([f"{FIGURES}/landscape.{x}" for x in ("png", "pdf")] if landscape_dirs() else []),
+        *(
+            [f"{RESULTS}/tables/analyses.{x}" for x in ("csv", "md", "tex")]
+            + [f"{FIGURES}/analyses.{x}" for x in ("png", "pdf")]
+            if config.get("analyses")
+            else []
+        ),
     params:
         methods=" ".join(config["methods"]),
         tables=parent("output", 0),
         figures=parent("output", 3),
         probes=" ".join(probe_dirs()),
         landscapes=" ".join(landscape_dirs()),
+        analyses=shlex.quote(json.dumps(config.get("analyses", {}))),
         primary=" ".join(f"{k}={v}" for k, v in config.get("report", {}).get("primary", {}).items()),
     log:
         f"{LOGS}/report.log",
@@ -55,4 +62,4 @@ rule report:
     shell:
         "atkd report --metrics {input.metrics} --models {input.models} --tables {params.tables}"
         " --figures {params.figures} --methods {params.methods} --primary {params.primary}"
-        " --probes {params.probes} --landscapes {params.landscapes} > {log} 2>&1"
+        " --probes {params.probes} --landscapes {params.landscapes} --analyses {params.analyses} > {log} 2>&1"
