@@ -3,6 +3,8 @@
     loss = build_loss({"name": "fkl", "atkd": {"k": 0.5, "lam": 0.2}})
     value = loss(student_logits, teacher_logits, labels)          # logits [B, T, V], labels [B, T]
     parts = token_parts(student_logits, teacher_logits, labels)   # unc, tkd, dkd, base per valid token
+    value = fused_linear_kd_loss(spec, hidden, head.weight, labels, teacher_hidden=th, teacher_weight=tw)
+                                                                  # the same, no [tokens x vocab] tensor
 
 New divergences register with `register_divergence` and get +ATKD, chunking and masking for free.
 """
@@ -18,6 +20,7 @@ from atkd.losses.core import (
     valid_names,
 )
 from atkd.losses.divergences import DIVERGENCES, register_divergence
+from atkd.losses.fused import fused_linear_kd_loss
 
 __all__ = [
     "DIVERGENCES",
@@ -26,6 +29,7 @@ __all__ = [
     "KDLoss",
     "LossConfig",
     "build_loss",
+    "fused_linear_kd_loss",
     "parse_spec",
     "register_divergence",
     "token_parts",
