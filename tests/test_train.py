@@ -15,7 +15,7 @@ from atkd.losses import build_loss
 from atkd.models import build_model, load_model, load_tokenizer, save_model
 from atkd.train import TrainConfig, forward_backward, train
 from atkd.train.data import IGNORE_INDEX, batch_indices, collate, encode_record, load_examples, load_text
-from atkd.train.loop import load_config_file, lr_lambda
+from atkd.train.loop import check_fused_head, load_config_file, lr_lambda
 from atkd.train.teacher_cache import TeacherCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,6 +101,31 @@ def test_grad_accumulation_equals_one_batch(tok, spec):
     assert acc_stats["loss"] == pytest.approx(one_stats["loss"], rel=1e-5)
     for name in one:
         torch.testing.assert_close(acc[name], one[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("spec", ["ce", "fkl", {"name": "rkl", "atkd": {}}])
+@pytest.mark.parametrize("teacher_from", ["live", "logits"])
+def test_fused_head_step_equals_the_unfused_one(tok, spec, teacher_from):
+    examples = [encode_record(r, tok, 512) for r in records(4, seed=5)]
+    batches = [collate(examples[:3], tok.pad_token_id), collate(examples[3:], tok.pad_token_id)]
+    student = build_model("neox-32x2", len(tok), seed=0).double()
+    teacher = build_model("neox-48x2", len(tok), seed=1).double().eval() if spec != "ce" else None
+    if teacher is not None and teacher_from == "logits":  # as a teacher cache hands them over
+        for b in batches:
+            with torch.no_grad():
+                t_out = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+            b["teacher_logits"] = t_out.logits[:, :-1]
+        teacher = None
+    loss_fn = build_loss(spec)
+    check_fused_head(student)
+    out = {}
+    for fused in (False, True):
+        student.zero_grad(set_to_none=True)
+        stats = forward_backward(student, batches, loss_fn, teacher, fused=fused)
+        out[fused] = stats, {n: p.grad.clone() for n, p in student.named_parameters()}
+    assert out[True][0]["loss"] == pytest.approx(out[False][0]["loss"], rel=1e-10)
+    for name, grad in out[False][1].items():
+        torch.testing.assert_close(out[True][1][name], grad, rtol=1e-8, atol=1e-12, msg=name)
 
 
 def test_kd_step_with_teacher_decreases_loss(tok):

@@ -52,7 +52,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from atkd.fsutil import atomic_dir, atomic_write_json, atomic_write_text
-from atkd.losses import build_loss, parse_spec
+from atkd.losses import build_loss, fused_linear_kd_loss, parse_spec
 from atkd.models.ladder import LADDER, build_model, count_params, load_model, save_model
 from atkd.models.tokenizer import load_tokenizer
 from atkd.plugins import load_plugins
@@ -138,6 +138,20 @@ class TrainConfig:
     save_hf_at: list[int] = field(default_factory=list)  # steps at which to save an HF checkpoint
     save_hf_at_epochs: list[float] = field(default_factory=list)  # the same by epoch: hf/epoch-<e>
     progress: bool = True
+    # Compute the loss from the final hidden states and the output embedding chunk by chunk
+    # (atkd.losses.fused): no [tokens x vocab] logits, for large vocabularies. Same loss up to rounding.
+    fused_head: bool = False
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Field -> default value (fields with a default factory give a fresh value)."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+        return out
 
     @classmethod
     def from_any(cls, config: TrainConfig | Mapping[str, Any]) -> TrainConfig:
@@ -253,8 +267,11 @@ def weight_affecting(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Weight-affecting fields that differ; a field one side lacks (a run saved before the field existed)
+    counts as its default."""
     a, b = weight_affecting(a), weight_affecting(b)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    defaults = TrainConfig.defaults()
+    return sorted(k for k in set(a) | set(b) if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,6 +308,7 @@ def forward_backward(
     teacher: torch.nn.Module | None = None,
     device: torch.device | str = "cpu",
     bf16: bool = False,
+    fused: bool = False,
 ) -> dict[str, float]:
     """Accumulate the gradient of one optimizer step over its micro-batches (no optimizer step).
 
@@ -298,8 +316,12 @@ def forward_backward(
     gradient equals that of one batch holding all micro-batches. Teacher logits come from `teacher` (run
     here, no grad) or, when a micro-batch carries `teacher_logits` (aligned `[B, T-1, V]`, from a teacher
     cache), from the batch. Returns the step's mean token loss, processed (non-pad) tokens and target
-    tokens (and, with a teacher, the student's CE on the targets).
+    tokens (and, with a teacher, the student's CE on the targets). With `fused`, the loss is computed from
+    the hidden states and output embeddings (`fused_linear_kd_loss`), student and live teacher alike, and
+    no full logits exist (nor the CE monitor, which would need them).
     """
+    if fused:
+        return _forward_backward_fused(model, micro_batches, loss_fn, teacher, device, bf16)
     device = torch.device(device)
     num_targets = sum(count_targets(b) for b in micro_batches)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if (bf16 and device.type == "cuda") else None
@@ -331,6 +353,66 @@ def forward_backward(
     if t_logits is not None:
         out["ce"] = total_ce
     return out
+
+
+def _hidden_and_head(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+    """Final hidden states (aligned with the labels: positions :-1) and the output embedding module."""
+    out = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    return out.last_hidden_state[:, :-1], model.get_output_embeddings()
+
+
+def check_fused_head(model: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+    """Raise if the model's logits are not its output embedding applied to its final hidden states (a
+    model with logit scaling or soft-capping cannot use the fused path)."""
+    ids = torch.arange(1, 9, device=device).unsqueeze(0) % model.config.vocab_size
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        hidden, head = _hidden_and_head(model, batch)
+        want = model(**batch).logits[:, :-1]
+        got = head(hidden)
+    model.train(was_training)
+    if not torch.allclose(got.float(), want.float(), rtol=1e-4, atol=1e-4):
+        raise ValueError(
+            f"fused_head: {type(model).__name__}'s logits are not its output embedding of the final hidden "
+            "states (logit scaling or soft-capping?); train it with fused_head: false"
+        )
+
+
+def _forward_backward_fused(
+    model: torch.nn.Module,
+    micro_batches: list[dict[str, torch.Tensor]],
+    loss_fn: Callable[..., torch.Tensor],
+    teacher: torch.nn.Module | None,
+    device: torch.device | str,
+    bf16: bool,
+) -> dict[str, float]:
+    device = torch.device(device)
+    num_targets = sum(count_targets(b) for b in micro_batches)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if (bf16 and device.type == "cuda") else None
+    total_loss, tokens = 0.0, 0
+    for batch in micro_batches:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        labels = batch["labels"][:, 1:]
+        teacher_args: dict[str, Any] = {}
+        with amp if amp is not None else _null():
+            hidden, head = _hidden_and_head(model, batch)
+            if batch.get("teacher_logits") is not None:
+                teacher_args["teacher_logits"] = batch["teacher_logits"]
+            elif teacher is not None:
+                with torch.no_grad():
+                    t_hidden, t_head = _hidden_and_head(teacher, batch)
+                teacher_args.update(
+                    teacher_hidden=t_hidden, teacher_weight=t_head.weight, teacher_bias=t_head.bias
+                )
+        loss = fused_linear_kd_loss(
+            loss_fn, hidden, head.weight, labels, bias=head.bias, num_tokens=num_targets, **teacher_args
+        )
+        loss.backward()
+        total_loss += float(loss.detach())
+        tokens += int(batch["attention_mask"].sum())
+    return {"loss": total_loss, "tokens": tokens, "target_tokens": num_targets}
 
 
 class _null:
@@ -558,6 +640,10 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
     loss_fn = build_loss(cfg.loss)
     train_set = load_examples(cfg.train_data, tokenizer, cfg.max_length)
     teacher, cache = _teacher(cfg, loss_fn.config.needs_teacher, model, tokenizer, device, train_set)
+    if cfg.fused_head:
+        for m in (model, teacher):
+            if m is not None:
+                check_fused_head(m, device)
     sampling = parse_sampling(cfg.sampling)
     teacher_set = None
     if sampling.source == "teacher":
@@ -655,7 +741,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
                 micro.append(collate(examples[j : j + mb], pad))
                 if cache is not None and not sampled:
                     micro[-1]["teacher_logits"] = cache.aligned(idx[j : j + mb], micro[-1])
-            stats = forward_backward(model, micro, loss_fn, teacher, device, bf16)
+            stats = forward_backward(model, micro, loss_fn, teacher, device, bf16, cfg.fused_head)
             if sampling.mixes:
                 stats["sampled"] = float(sampled)
             if cfg.max_grad_norm:
