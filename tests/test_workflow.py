@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from test_plugins import readme_example
+from workflow_helpers import ROOT, smoke_config, snakemake
 
 from atkd.config import check_study
-
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def smoke_config(tmp_path: Path, **changes) -> Path:
-    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
-    cfg["results"] = str(tmp_path / "results")
-    cfg["figures"] = str(tmp_path / "figures")
-    cfg.update(changes)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def snakemake(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
-    )
 
 
 def test_lint_is_clean():
@@ -136,21 +112,10 @@ def test_schema_rejects_unknown_suites_before_any_job(tmp_path):
     assert out.returncode != 0 and "squad" in out.stdout + out.stderr
 
 
-def test_smoke_workflow_end_to_end(tmp_path):
+def test_smoke_workflow_end_to_end(smoke_run):
     """The whole DAG on the smoke config, in a temporary directory: tidy table, main table, figure; with
     the README's worked plugin example (a user's own module and method) added as written."""
-    code, example = readme_example()
-    plugin = tmp_path / example["plugins"][0]
-    plugin.write_text(code)
-    base = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
-    outside = tmp_path / "outside.jsonl"  # an instruction set in the study's format, from outside the world
-    outside.write_text(
-        '{"instruction": "Name a colour.", "output": "Red."}\n{"instruction": "Say hi.", "output": "Hi!"}\n'
-    )
-    evaluation = {**base["evaluation"], "instruct_sets": {"outside": str(outside)}}
-    methods = {**base["methods"], **example["methods"]}
-    cfg = smoke_config(tmp_path, plugins=[str(plugin)], methods=methods, evaluation=evaluation)
-    out = snakemake("all", "--cores", "2", "--configfile", str(cfg), timeout=1800)
+    tmp_path, cfg, out = smoke_run
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = tmp_path / "results"
     metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False)
@@ -159,8 +124,9 @@ def test_smoke_workflow_end_to_end(tmp_path):
     assert set(metrics.loc[metrics["task"] == "outside", "metric"]) == {"rougeL"}
     assert set(metrics["method"]) == set(smoke["methods"]) | {"teacher"}  # teachers are evaluated too
     assert set(metrics.loc[metrics["method"] == "teacher", "teacher"]) == set(smoke["teachers"])
-    for method in set(smoke["methods"]) - {"sft"}:  # every method ran with and without ATKD
-        assert set(metrics.loc[metrics["method"] == method, "atkd"]) == {"on", "off"}, method
+    for method, entry in smoke["methods"].items():  # every method ran with its variants (both by default)
+        want = set(entry.get("atkd", ["off"] if entry.get("teacher", True) is False else ["off", "on"]))
+        assert set(metrics.loc[metrics["method"] == method, "atkd"]) == want, method
     assert metrics["value"].between(0, 1).all()
     main = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
     assert {"avg", "outside", *smoke["evaluation"]["suites"]} <= set(main["task"])

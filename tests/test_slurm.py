@@ -1,0 +1,102 @@
+"""The smoke workflow through the SLURM profile on a real one-node SLURM cluster on localhost.
+
+The cluster is started with the project's shared CI script (`../shared/slurm/start-slurm.sh`: Debian's
+SLURM packages, munge, slurmctld and slurmd) and stopped afterwards. The profile itself does not depend on
+that script. The test is skipped, with the reason, only where SLURM cannot be installed or started (not
+root, no apt-get, no script). The SLURM run must give the same tidy results as the local run of the same
+config on this machine (every job is deterministic).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CANDIDATES = [ROOT.parent / "shared" / "slurm", Path("/work/shared/slurm")]
+if os.environ.get("ATKD_SLURM_SCRIPTS"):
+    CANDIDATES.insert(0, Path(os.environ["ATKD_SLURM_SCRIPTS"]))
+
+pytestmark = pytest.mark.slow
+
+
+def _scripts() -> Path | None:
+    return next((d for d in CANDIDATES if (d / "start-slurm.sh").is_file()), None)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    scripts = _scripts()
+    if scripts is None:
+        pytest.skip(f"no SLURM start script in {', '.join(map(str, CANDIDATES))} (set ATKD_SLURM_SCRIPTS)")
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("SLURM cannot be installed here: Debian's slurm packages need root and apt-get")
+    packages = ["slurmctld", "slurmd", "slurm-client", "munge"]
+    if subprocess.run(["dpkg", "-s", *packages], capture_output=True).returncode != 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = "apt-get update -q && apt-get install -y -q --no-install-recommends " + " ".join(packages)
+        got = subprocess.run(["bash", "-c", install], env=env, capture_output=True, text=True, timeout=900)
+        if got.returncode != 0:
+            pytest.skip(f"SLURM cannot be installed here (apt-get failed):\n{got.stderr[-2000:]}")
+    piddir = tmp_path_factory.mktemp("slurm-pids")
+    env = {**os.environ, "PIDDIR": str(piddir)}
+    start = ["bash", str(scripts / "start-slurm.sh")]
+    started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=600)
+    if started.returncode != 0:  # installed but not running: a failure, not a skip
+        subprocess.run(["bash", str(scripts / "stop-slurm.sh")], env=env, capture_output=True, timeout=120)
+        log = started.stdout[-2000:] + started.stderr[-2000:]
+        pytest.fail(f"SLURM is installed but did not start:\n{log}")
+    yield
+    subprocess.run(["bash", str(scripts / "stop-slurm.sh")], env=env, capture_output=True, timeout=120)
+
+
+def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_path):
+    local_dir, local_cfg, local_out = smoke_run
+    assert local_out.returncode == 0, "the local smoke run failed (see test_smoke_workflow_end_to_end)"
+    cfg = yaml.safe_load(local_cfg.read_text())  # the same study, written elsewhere
+    cfg["results"] = str(tmp_path / "results")
+    cfg["figures"] = str(tmp_path / "figures")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(ROOT / "workflow" / "profiles" / "slurm"),
+        "all",
+        "--configfile",
+        str(config),
+        "--jobs",
+        "2",
+        "--max-threads",
+        "2",
+        # this one-node cluster has no accounting database (see the profile) and short jobs: poll fast
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "2",
+    ]
+    out = subprocess.run(
+        ["timeout", "-k", "30", "2400", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=2500
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
+    assert "slurm" in (out.stdout + out.stderr).lower()
+    local = pd.read_csv(local_dir / "results" / "metrics.csv", keep_default_na=False)
+    remote = pd.read_csv(tmp_path / "results" / "metrics.csv", keep_default_na=False)
+    key = ["run", "task", "metric"] + [c for c in ("sample_seed",) if c in local.columns]
+    both = local.merge(remote, on=key, suffixes=("_local", "_slurm"), how="outer", indicator=True)
+    assert (both["_merge"] == "both").all(), both[both["_merge"] != "both"][key].head()
+    pd.testing.assert_series_equal(
+        both["value_local"], both["value_slurm"], check_names=False, rtol=0, atol=0
+    )
+    assert (tmp_path / "results" / "REPORT.md").is_file()

@@ -1,0 +1,32 @@
+"""Running the Snakemake workflow from the tests: the smoke config in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def smoke_config(tmp_path: Path, **changes) -> Path:
+    """config/smoke.yaml with results and figures under `tmp_path` and top-level `changes`; its path."""
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    cfg["figures"] = str(tmp_path / "figures")
+    cfg.update(changes)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def snakemake(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    """`python -m snakemake ARGS` in the repository, offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(
+        [*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+    )
