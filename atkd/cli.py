@@ -14,6 +14,7 @@ import sys
 # Modules that contribute sub-commands, in the order they appear in `atkd --help`.
 COMMAND_MODULES: list[str] = [
     "atkd.data.world",
+    "atkd.data.real",
     "atkd.models.cli",
     "atkd.models.info",
     "atkd.train.loop",

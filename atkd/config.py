@@ -107,6 +107,19 @@ def check_study(config: Mapping[str, Any]) -> None:
         parse_spec({"name": "fkl", "atkd": dict(config["atkd"])})
     except ValueError as err:
         raise ValueError(f"atkd: {err}") from None
+    student = config["student"]
+    if student.get("pretrained") and "model" not in student:
+        raise ValueError("student.pretrained: a pre-trained base needs `model` (a Hub id or checkpoint)")
+    if "data" in config and config["evaluation"]["suites"]:
+        raise ValueError(
+            "evaluation.suites: the synthetic world's suites need `world:`; with `data:` use instruct_sets"
+            " and benchmarks"
+        )
+    e = config["evaluation"]
+    if not (e["suites"] or e.get("instruct_sets") or e.get("benchmarks")):
+        raise ValueError("evaluation: nothing to evaluate (no suites, instruct_sets or benchmarks)")
+    if e.get("judge") and not e.get("instruct_sets"):
+        raise ValueError("evaluation.judge: the LLM judge scores instruct_sets, and none is configured")
     for suite in config["evaluation"]["suites"]:
         if suite not in SUITES:
             raise ValueError(f"evaluation.suites: unknown suite {suite!r}; valid: {', '.join(SUITES)}")

@@ -7,7 +7,7 @@ import copy
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import ROOT, smoke_config, snakemake
+from workflow_helpers import ROOT, job_counts, smoke_config, snakemake
 
 from atkd.config import check_study
 
@@ -30,12 +30,7 @@ def test_dry_run_plans_every_run(configfile):
         n = n_teachers if teachers == "all" else len(teachers)
         expected += len(method.get("atkd", ["off", "on"])) * n if method.get("teacher", True) else 1
     expected *= len(cfg["seeds"])
-    table = out.stdout + out.stderr
-    counts = {
-        line.split()[0]: int(line.split()[1])
-        for line in table.splitlines()
-        if len(line.split()) == 2 and line.split()[1].isdigit()
-    }
+    counts = job_counts(out)
     assert counts["distill"] == expected and counts["evaluate"] == expected
     assert counts["teacher"] == n_teachers and counts["evaluate_teacher"] == n_teachers
 
@@ -135,3 +130,17 @@ def test_smoke_workflow_end_to_end(smoke_run):
     # a second invocation finds everything up to date
     again = snakemake("all", "--cores", "2", "--configfile", str(cfg), "-n", timeout=120)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.parametrize("configfile", ["config/paper-pythia.yaml", "config/paper-opt.yaml"])
+def test_paper_profiles_plan_the_full_study(configfile):
+    """A dry run of a paper profile: real data, Hub models, instruct sets with the LLM judge, lm-eval
+    benchmarks by name; no synthetic world and no teacher cache (live teachers)."""
+    out = snakemake("-n", "all", "--configfile", configfile, "--quiet", "rules", timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    counts = job_counts(out)
+    cfg = yaml.safe_load((ROOT / configfile).read_text())
+    evaluated = counts["evaluate"] + counts["evaluate_teacher"]
+    assert counts["judge"] == evaluated  # every evaluated model is judged
+    assert counts["teacher"] == len(cfg["teachers"]) and "teacher_cache" not in counts
+    assert counts["world"] == 1  # `atkd data`: the real training data

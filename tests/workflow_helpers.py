@@ -30,3 +30,13 @@ def snakemake(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def job_counts(out: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> planned job count, from the job-stats table of a (dry) run's output."""
+    counts = {}
+    for line in (out.stdout + out.stderr).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts

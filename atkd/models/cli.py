@@ -1,16 +1,19 @@
-"""Sub-commands for models: `atkd tokenizer`, `atkd init-model`, `atkd ladder`."""
+"""Sub-commands for models: `atkd tokenizer`, `atkd init-model`, `atkd export-model`, `atkd ladder`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from atkd.fsutil import atomic_write_text
 from atkd.models.ladder import (
     DEFAULT_STUDENT,
     DEFAULT_TEACHERS,
     LADDER,
     build_model,
     count_params,
+    load_model,
     save_model,
 )
 from atkd.models.tokenizer import (
@@ -23,9 +26,27 @@ from atkd.models.tokenizer import (
 
 
 def _cmd_tokenizer(args: argparse.Namespace) -> int:
-    tok = train_tokenizer(iter_texts(args.train), vocab_size=args.vocab_size)
+    if (args.from_model is None) == (not args.train):
+        raise SystemExit("atkd tokenizer: give --train FILES (train a BPE) or --from-model ID (copy one)")
+    if args.from_model is not None:
+        tok = load_tokenizer(args.from_model)  # a Hub id or directory; PAD set to EOS where missing
+    else:
+        tok = train_tokenizer(iter_texts(args.train), vocab_size=args.vocab_size)
     save_tokenizer(tok, args.out)
     print(f"{args.out}: {len(tok)} tokens")
+    return 0
+
+
+def _cmd_export_model(args: argparse.Namespace) -> int:
+    """A pre-trained checkpoint used as it is (the study's student base): saved under OUT/final with
+    its tokenizer, and OUT/train_summary.json saying that nothing was trained."""
+    tok = load_tokenizer(args.tokenizer or args.model)
+    model = load_model(args.model)
+    out = Path(args.out)
+    save_model(model, out / "final", tok)
+    summary = {"source": args.model, "trained": False, "params": count_params(model)}
+    atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+    print(f"{out / 'final'}: {args.model}, {summary['params']:,} parameters, not trained")
     return 0
 
 
@@ -77,9 +98,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--train",
         nargs="+",
-        required=True,
+        default=None,
         help=".jsonl instruction files (templated) and/or plain-text files",
     )
+    p.add_argument("--from-model", default=None, help="copy this model's tokenizer (Hub id or directory)")
     p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
     p.add_argument("--out", required=True, help="output directory (a Hugging Face tokenizer)")
     p.set_defaults(func=_cmd_tokenizer)
@@ -92,6 +114,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_init_model)
+
+    p = subparsers.add_parser(
+        "export-model", help="save a pre-trained checkpoint (Hub id or directory) as an untrained base"
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--tokenizer", default=None, help="default: the model's own")
+    p.add_argument("--out", required=True, help="writes OUT/final and OUT/train_summary.json")
+    p.set_defaults(func=_cmd_export_model)
 
     p = subparsers.add_parser("ladder", help="list the model ladder with parameter counts")
     p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)

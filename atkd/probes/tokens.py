@@ -50,7 +50,8 @@ def probe_tokens(
     examples = load_examples(data, tok, max_length)[:limit]
     t_model = load_model(teacher, device).eval()
     s_model = load_model(student, device).eval()
-    if t_model.config.vocab_size != s_model.config.vocab_size:
+    width = s_model.config.vocab_size
+    if t_model.config.vocab_size != width and not t_model.config.vocab_size > width >= len(tok):
         raise ValueError(f"teacher {teacher} and student {student} have different vocabularies")
     frames = []
     for lo in range(0, len(examples), batch_size):
@@ -58,7 +59,7 @@ def probe_tokens(
             k: v.to(device) for k, v in collate(examples[lo : lo + batch_size], tok.pad_token_id).items()
         }
         args = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        t_logits = t_model(**args).logits[:, :-1].float()
+        t_logits = t_model(**args).logits[:, :-1, :width].float()  # a wider teacher: padding rows cut
         s_logits = s_model(**args).logits[:, :-1].float()
         labels = batch["labels"][:, 1:]
         parts = token_parts(s_logits, t_logits, labels, "fkl")
@@ -67,13 +68,13 @@ def probe_tokens(
             pd.DataFrame(
                 {
                     "model": name,
-                    "seq": (valid[:, 0] + lo).numpy(),
-                    "pos": (valid[:, 1] + 1).numpy(),  # position of the target token in the sequence
-                    "unc": parts["unc"].double().numpy(),
-                    "unc_student": parts["unc_student"].double().numpy(),
-                    "tkd": parts["tkd"].double().numpy(),
-                    "dkd": parts["dkd"].double().numpy(),
-                    "kd": parts["base"].double().numpy(),
+                    "seq": (valid[:, 0] + lo).cpu().numpy(),
+                    "pos": (valid[:, 1] + 1).cpu().numpy(),  # position of the target token in the sequence
+                    "unc": parts["unc"].double().cpu().numpy(),
+                    "unc_student": parts["unc_student"].double().cpu().numpy(),
+                    "tkd": parts["tkd"].double().cpu().numpy(),
+                    "dkd": parts["dkd"].double().cpu().numpy(),
+                    "kd": parts["base"].double().cpu().numpy(),
                 }
             )
         )

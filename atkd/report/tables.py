@@ -18,7 +18,9 @@ METRIC_COLUMNS = ["run", "student", "teacher", "method", "atkd", "seed", "task",
 MODEL_COLUMNS = ["model", "role", "params"]
 # Which metric scores a task when none is configured: the study's judge ratio for generation
 # suites, accuracy (or exact match) for the understanding ones.
-PRIMARY_PREFERENCE = ("judge_ratio", "acc", "exact_match", "rougeL")
+# The metric that scores a task when the config does not say: the study's judge ratio (the synthetic
+# world's programmatic judge, or the LLM judge on real instruction sets), then accuracy, then Rouge-L.
+PRIMARY_PREFERENCE = ("judge_ratio", "llm_judge_ratio", "acc", "exact_match", "rougeL")
 AVERAGE = "avg"
 
 

@@ -337,11 +337,8 @@ def forward_backward(
                     t_logits = teacher(
                         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                     ).logits[:, :-1]
-                if t_logits.shape[-1] != logits.shape[-1]:
-                    raise ValueError(
-                        f"teacher vocabulary ({t_logits.shape[-1]}) differs from the student's "
-                        f"({logits.shape[-1]})"
-                    )
+            if t_logits is not None:
+                t_logits = _student_width(t_logits, logits.shape[-1])
         loss = loss_fn(logits[:, :-1], t_logits, labels, num_tokens=num_targets)
         loss.backward()
         total_loss += float(loss.detach())
@@ -353,6 +350,18 @@ def forward_backward(
     if t_logits is not None:
         out["ce"] = total_ce
     return out
+
+
+def _student_width(t_logits: torch.Tensor, width: int) -> torch.Tensor:
+    """Teacher logits cut to the student's output width. Checked in `_teacher`: a wider teacher differs
+    only by padding rows beyond the shared tokenizer (Pythia-6.9B's 50432 vs 50304), never real tokens."""
+    if t_logits.shape[-1] == width:
+        return t_logits
+    if t_logits.shape[-1] < width:
+        raise ValueError(
+            f"teacher vocabulary ({t_logits.shape[-1]}) is narrower than the student's ({width})"
+        )
+    return t_logits[..., :width]
 
 
 def _hidden_and_head(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
@@ -398,13 +407,15 @@ def _forward_backward_fused(
         teacher_args: dict[str, Any] = {}
         with amp if amp is not None else _null():
             hidden, head = _hidden_and_head(model, batch)
+            width = head.weight.shape[0]
             if batch.get("teacher_logits") is not None:
-                teacher_args["teacher_logits"] = batch["teacher_logits"]
+                teacher_args["teacher_logits"] = _student_width(batch["teacher_logits"], width)
             elif teacher is not None:
                 with torch.no_grad():
                     t_hidden, t_head = _hidden_and_head(teacher, batch)
+                t_bias = None if t_head.bias is None else t_head.bias[:width]
                 teacher_args.update(
-                    teacher_hidden=t_hidden, teacher_weight=t_head.weight, teacher_bias=t_head.bias
+                    teacher_hidden=t_hidden, teacher_weight=t_head.weight[:width], teacher_bias=t_bias
                 )
         loss = fused_linear_kd_loss(
             loss_fn, hidden, head.weight, labels, bias=head.bias, num_tokens=num_targets, **teacher_args
@@ -572,6 +583,23 @@ def _student(cfg: TrainConfig, tokenizer: Any) -> torch.nn.Module:
     return model
 
 
+def _check_widths(what: str, teacher_width: int, student: torch.nn.Module, tokenizer: Any) -> None:
+    """Teacher and student output widths must agree, except that a teacher may have extra padding rows
+    beyond every real token (its logits are then cut to the student's width)."""
+    width = student.config.vocab_size
+    if teacher_width == width:
+        return
+    if teacher_width > width >= len(tokenizer):
+        log.info(
+            "%s: %d output rows, the student %d: extra rows are padding, cut", what, teacher_width, width
+        )
+        return
+    raise ValueError(
+        f"{what} has vocab_size {teacher_width}, the student {width} (tokenizer {len(tokenizer)}): "
+        "KD needs one shared tokenizer"
+    )
+
+
 def _teacher(
     cfg: TrainConfig,
     needs_teacher: bool,
@@ -595,20 +623,12 @@ def _teacher(
     cache = None
     if cfg.teacher_cache is not None:
         cache = TeacherCache(cfg.teacher_cache)
-        if cache.meta["vocab_size"] != student.config.vocab_size:
-            raise ValueError(
-                f"teacher cache vocab_size {cache.meta['vocab_size']} != student's "
-                f"{student.config.vocab_size}"
-            )
+        _check_widths(f"teacher cache {cfg.teacher_cache}", cache.meta["vocab_size"], student, tokenizer)
         cache.check(cfg.train_data, tokenizer, cfg.max_length, train_set)
     if cfg.teacher is None:
         return None, cache
     teacher = load_model(cfg.teacher, device).eval().requires_grad_(False)
-    if teacher.config.vocab_size != student.config.vocab_size:
-        raise ValueError(
-            f"teacher {cfg.teacher} has vocab_size {teacher.config.vocab_size}, the student "
-            f"{student.config.vocab_size}: KD needs one shared tokenizer"
-        )
+    _check_widths(f"teacher {cfg.teacher}", teacher.config.vocab_size, student, tokenizer)
     try:
         t_tok = load_tokenizer(cfg.teacher)
     except (OSError, ValueError):

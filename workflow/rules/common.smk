@@ -12,7 +12,10 @@ from atkd.train.sampling import parse_sampling
 
 RESULTS = config["results"]
 FIGURES = config["figures"]
-WORLD = f"{RESULTS}/world"
+# The training world: the synthetic one (`world:`) or real instruction data (`data:`, paper profiles).
+REAL_DATA = "data" in config
+WORLD = f"{RESULTS}/data" if REAL_DATA else f"{RESULTS}/world"
+DATA_SEED = config["data"].get("seed", 0) if REAL_DATA else config["world"]["seed"]
 TOKENIZER = f"{RESULTS}/tokenizer"
 TEACHER_DIR = f"{RESULTS}/models/teachers"
 ASSISTANT_DIR = f"{RESULTS}/models/assistants"
@@ -244,7 +247,7 @@ def eval_args():
 
 def teacher_meta(w):
     """Rows of a teacher's own evaluation: method `teacher`, the teacher as both student and teacher."""
-    seed = config["world"]["seed"]
+    seed = DATA_SEED
     meta = dict(run=f"teacher/{w.teacher}", student=w.teacher, teacher=w.teacher, method="teacher", atkd="off")
     return " ".join(shlex.quote(f"{k}={v}") for k, v in {**meta, "seed": seed}.items())
 
@@ -267,3 +270,95 @@ def parent(path_kind, index=0, up=1):
         return path
 
     return get
+
+
+def world_command():
+    """`atkd world` (synthetic world) or `atkd data` (real data from the Hub or a file), without the log."""
+    if REAL_DATA:
+        d = config["data"]
+        cmd = f"atkd data --source {shlex.quote(d['source'])} --out {shlex.quote(WORLD)}"
+        cmd += f" --n-valid {d.get('n_valid', 500)} --seed {DATA_SEED} --split {shlex.quote(d.get('split', 'train'))}"
+        if d.get("limit"):
+            cmd += f" --limit {d['limit']}"
+        if d.get("fields"):
+            cmd += " --fields " + " ".join(shlex.quote(f"{k}={v}") for k, v in d["fields"].items())
+        return cmd
+    w = config["world"]
+    return (
+        f"atkd world --out {shlex.quote(WORLD)} --seed {w['seed']} --n-train {w['n_train']}"
+        f" --n-valid {w['n_valid']} --n-eval {w['n_eval']} --n-entities {w['n_entities']}"
+        f" --n-pretrain {w['n_pretrain']} --n-fewshot {w['n_fewshot']}"
+    )
+
+
+def tokenizer_command():
+    """Train our BPE on the world (`vocab_size`) or copy a pre-trained model's tokenizer (`model`)."""
+    t = config["tokenizer"]
+    if "model" in t:
+        return f"atkd tokenizer --from-model {shlex.quote(t['model'])} --out {shlex.quote(TOKENIZER)}"
+    return (
+        f"atkd tokenizer --train {shlex.quote(WORLD)}/train.jsonl {shlex.quote(WORLD)}/pretrain.txt"
+        f" --vocab-size {t['vocab_size']} --out {shlex.quote(TOKENIZER)}"
+    )
+
+
+def student_base_command():
+    """The student's base model: pre-trained here on the world's plain text, or a pre-trained checkpoint
+    used as it is (`student: {model: ..., pretrained: true}`, the study's setting)."""
+    s = dict(config["student"])
+    if s.pop("pretrained", False):
+        return f"atkd export-model --model {shlex.quote(s['model'])} --out {shlex.quote(STUDENT_BASE)}"
+    args = train_args(
+        s,
+        output_dir=STUDENT_BASE,
+        train_data=f"{WORLD}/pretrain.txt",
+        seed=DATA_SEED,
+        threads=config["threads"],
+        progress=False,
+    )
+    return f"atkd train {args}"
+
+
+def evaluated_dirs():
+    """Every evaluated model's directory: the distilled students, then the teachers."""
+    return [run_dir(*r) for r in runs()] + [f"{TEACHER_DIR}/{t}" for t in config["teachers"]]
+
+
+def evaluation_stages():
+    """`eval` (lm-eval: suites, instruct sets by Rouge-L, benchmarks), plus `judge` with an LLM judge."""
+    return ["eval", "judge"] if config["evaluation"].get("judge") else ["eval"]
+
+
+def judge_args(w):
+    """`atkd judge` options: endpoint, model, key variable, limits, the instruct sets, the run's meta."""
+    j = config["evaluation"]["judge"]
+    args = f"--url {shlex.quote(j['url'])} --model {shlex.quote(j['model'])}"
+    args += f" --api-key-env {shlex.quote(j.get('api_key_env', 'OPENAI_API_KEY'))}"
+    for key, flag in (("rpm", "--rpm"), ("max_retries", "--max-retries"), ("timeout", "--timeout")):
+        if key in j:
+            args += f" {flag} {j[key]}"
+    sets = list(config["evaluation"].get("instruct_sets", {}))
+    if sets:
+        args += " --tasks {}".format(" ".join(shlex.quote(s) for s in sets))
+    return f"{args} --meta {judge_meta(w.model_dir)}"
+
+
+def judge_meta(model_dir):
+    """The tidy-row columns of a judged model, the same as its `atkd evaluate` rows."""
+    prefix = f"{RUNS}/"
+    if model_dir.startswith(prefix):
+        method, teacher, atkd, seed = model_dir[len(prefix) :].split("/")
+        student = config["student"].get("arch") or config["student"].get("model")
+        meta = dict(
+            run=f"{method}/{teacher}/{atkd}/{seed}",
+            student=student,
+            teacher="" if teacher == NO_TEACHER else teacher,
+            method=method,
+            atkd=atkd,
+            seed=seed.removeprefix("s"),
+        )
+    else:
+        teacher = os.path.basename(model_dir)
+        meta = dict(run=f"teacher/{teacher}", student=teacher, teacher=teacher, method="teacher", atkd="off")
+        meta["seed"] = DATA_SEED
+    return " ".join(shlex.quote(f"{k}={v}") for k, v in meta.items())

@@ -1,4 +1,5 @@
-# The synthetic instruction world and the tokenizer trained on its training text.
+# The training world (the synthetic one, or real instruction data for paper profiles) and the tokenizer
+# (trained on the world's text, or a pre-trained model's own).
 
 
 rule world:
@@ -7,17 +8,14 @@ rule world:
     output:
         manifest=f"{WORLD}/manifest.json",
     params:
-        w=config["world"],
-        out=parent("output"),
+        cmd=world_command(),
     log:
         f"{LOGS}/world.log",
     threads: 1
     resources:
         **resources_for("world"),
     shell:
-        "atkd world --out {params.out} --seed {params.w[seed]} --n-train {params.w[n_train]}"
-        " --n-valid {params.w[n_valid]} --n-eval {params.w[n_eval]} --n-entities {params.w[n_entities]}"
-        " --n-pretrain {params.w[n_pretrain]} --n-fewshot {params.w[n_fewshot]} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"
 
 
 rule tokenizer:
@@ -28,14 +26,11 @@ rule tokenizer:
     output:
         f"{TOKENIZER}/tokenizer.json",
     params:
-        vocab=config["tokenizer"]["vocab_size"],
-        world=parent("input"),
-        out=parent("output"),
+        cmd=tokenizer_command(),
     log:
         f"{LOGS}/tokenizer.log",
     threads: 1
     resources:
         **resources_for("tokenizer"),
     shell:
-        "atkd tokenizer --train {params.world}/train.jsonl {params.world}/pretrain.txt --vocab-size {params.vocab}"
-        " --out {params.out} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"

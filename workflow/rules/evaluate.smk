@@ -47,3 +47,27 @@ rule evaluate_teacher:
     shell:
         "atkd evaluate --model {params.teacher}/final --world {params.world} {params.args}"
         " --threads {threads} --out {params.teacher}/eval --meta {params.meta} > {log} 2>&1"
+
+
+rule judge:
+    """The LLM judge's scores of a model's answers on the instruct sets (`evaluation.judge`; the key comes
+    from the environment variable named there). Judgements are cached next to the scores, so a rerun or a
+    resumed run never asks twice."""
+    conda:
+        ENV
+    input:
+        f"{{model_dir}}/eval/metrics.csv",
+    output:
+        f"{{model_dir}}/judge/metrics.csv",
+    params:
+        args=judge_args,
+        out=parent("output"),
+        evaluated=parent("input", up=2),
+    log:
+        f"{{model_dir}}/judge/judge.log",
+    threads: 1
+    resources:
+        **resources_for("judge"),
+    shell:
+        "atkd judge --generations {params.evaluated}/eval/generations.jsonl --out {params.out}"
+        " {params.args} --no-progress > {log} 2>&1"

@@ -18,7 +18,7 @@ rule teacher:
             output_dir=f"{TEACHER_DIR}/{w.teacher}",
             train_data=f"{WORLD}/train.jsonl",
             valid_data=f"{WORLD}/valid.jsonl",
-            seed=config["world"]["seed"],
+            seed=DATA_SEED,
             threads=config["threads"],
             progress=False,
             **({"save_hf_at_epochs": early_epochs(w.teacher)} if early_epochs(w.teacher) else {}),
@@ -41,21 +41,14 @@ rule student_base:
     output:
         f"{STUDENT_BASE}/train_summary.json",
     params:
-        args=train_args(
-            config["student"],
-            output_dir=STUDENT_BASE,
-            train_data=f"{WORLD}/pretrain.txt",
-            seed=config["world"]["seed"],
-            threads=config["threads"],
-            progress=False,
-        ),
+        cmd=student_base_command(),
     log:
         f"{LOGS}/student_base.log",
     threads: config["threads"]
     resources:
         **resources_for("student_base"),
     shell:
-        "atkd train {params.args} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"
 
 
 rule model_table:
@@ -120,7 +113,7 @@ rule teacher_generate:
         teacher=lambda w: teacher_model(w.key),
         world=parent("input", 1),
         g=GENERATION,
-        seed=config["world"]["seed"],
+        seed=DATA_SEED,
     log:
         f"{LOGS}/teacher_generate/{{key}}.log",
     threads: config["threads"]
@@ -140,7 +133,11 @@ rule assistant:
         ENV
     input:
         assistant=f"{TEACHER_DIR}/{{assistant}}/train_summary.json",
-        cache=f"{CACHE_DIR}/{{teacher}}/gt/meta.json",
+        teacher=lambda w: (
+            f"{CACHE_DIR}/{w.teacher}/gt/meta.json"
+            if cache_enabled()
+            else f"{TEACHER_DIR}/{w.teacher}/train_summary.json"
+        ),
     output:
         f"{ASSISTANT_DIR}/{{teacher}}/{{assistant}}/train_summary.json",
     params:
@@ -151,8 +148,12 @@ rule assistant:
             train_data=f"{WORLD}/train.jsonl",
             valid_data=f"{WORLD}/valid.jsonl",
             loss="fkl",
-            teacher_cache=f"{CACHE_DIR}/{w.teacher}/gt",
-            seed=config["world"]["seed"],
+            **(
+                dict(teacher_cache=f"{CACHE_DIR}/{w.teacher}/gt")
+                if cache_enabled()
+                else dict(teacher=f"{TEACHER_DIR}/{w.teacher}/final")
+            ),
+            seed=DATA_SEED,
             threads=config["threads"],
             progress=False,
         ),

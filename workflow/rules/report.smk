@@ -5,8 +5,7 @@ rule collect:
     conda:
         ENV
     input:
-        [f"{run_dir(*r)}/eval/metrics.csv" for r in runs()]
-        + [f"{TEACHER_DIR}/{t}/eval/metrics.csv" for t in config["teachers"]],
+        [f"{d}/{stage}/metrics.csv" for d in evaluated_dirs() for stage in evaluation_stages()],
     output:
         f"{RESULTS}/metrics.csv",
     log:
