@@ -116,13 +116,16 @@ def test_smoke_workflow_end_to_end(smoke_run):
     metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False)
     smoke = yaml.safe_load(cfg.read_text())
     assert set(metrics["task"]) == set(smoke["evaluation"]["suites"]) | {"outside"}
-    assert set(metrics.loc[metrics["task"] == "outside", "metric"]) == {"rougeL"}
+    # the outside set is scored by Rouge-L and by the LLM judge (a `judge` job per evaluated model)
+    assert set(metrics.loc[metrics["task"] == "outside", "metric"]) == {"rougeL", "llm_judge_ratio"}
+    judged = metrics[metrics["metric"] == "llm_judge_ratio"]
+    assert len(judged) == len(set(metrics["run"])) and (judged["value"] > 0).all()
     assert set(metrics["method"]) == set(smoke["methods"]) | {"teacher"}  # teachers are evaluated too
     assert set(metrics.loc[metrics["method"] == "teacher", "teacher"]) == set(smoke["teachers"])
     for method, entry in smoke["methods"].items():  # every method ran with its variants (both by default)
         want = set(entry.get("atkd", ["off"] if entry.get("teacher", True) is False else ["off", "on"]))
         assert set(metrics.loc[metrics["method"] == method, "atkd"]) == want, method
-    assert metrics["value"].between(0, 1).all()
+    assert metrics.loc[metrics["metric"] != "llm_judge_ratio", "value"].between(0, 1).all()
     main = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
     assert {"avg", "outside", *smoke["evaluation"]["suites"]} <= set(main["task"])
     for ext in ("png", "pdf"):
