@@ -58,6 +58,7 @@ from atkd.models.tokenizer import load_tokenizer
 from atkd.plugins import load_plugins
 from atkd.train import teacher_cache
 from atkd.train.data import IGNORE_INDEX, Example, batch_indices, collate, load_examples
+from atkd.train.distributed import Processes
 from atkd.train.sampling import check_aligned, generation_seed, parse_sampling, student_batch, use_source
 from atkd.train.teacher_cache import TeacherCache
 
@@ -309,6 +310,7 @@ def forward_backward(
     device: torch.device | str = "cpu",
     bf16: bool = False,
     fused: bool = False,
+    num_targets: int | None = None,
 ) -> dict[str, float]:
     """Accumulate the gradient of one optimizer step over its micro-batches (no optimizer step).
 
@@ -321,9 +323,10 @@ def forward_backward(
     no full logits exist (nor the CE monitor, which would need them).
     """
     if fused:
-        return _forward_backward_fused(model, micro_batches, loss_fn, teacher, device, bf16)
+        return _forward_backward_fused(model, micro_batches, loss_fn, teacher, device, bf16, num_targets)
     device = torch.device(device)
-    num_targets = sum(count_targets(b) for b in micro_batches)
+    if num_targets is None:
+        num_targets = sum(count_targets(b) for b in micro_batches)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if (bf16 and device.type == "cuda") else None
     total_loss, total_ce, tokens = 0.0, 0.0, 0
     for batch in micro_batches:
@@ -396,9 +399,11 @@ def _forward_backward_fused(
     teacher: torch.nn.Module | None,
     device: torch.device | str,
     bf16: bool,
+    num_targets: int | None = None,
 ) -> dict[str, float]:
     device = torch.device(device)
-    num_targets = sum(count_targets(b) for b in micro_batches)
+    if num_targets is None:
+        num_targets = sum(count_targets(b) for b in micro_batches)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if (bf16 and device.type == "cuda") else None
     total_loss, tokens = 0.0, 0
     for batch in micro_batches:
@@ -650,7 +655,8 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
         log.info("%s: already complete, nothing to do", out)
         return done
     out.mkdir(parents=True, exist_ok=True)
-    device = _runtime(cfg)
+    procs = Processes()  # one, or several under torchrun / accelerate launch (atkd.train.distributed)
+    device = procs.device(_runtime(cfg))
     bf16 = cfg.bf16 and device.type == "cuda"
 
     # Tokenizer, student, loss, teacher, data, optimizer, schedule.
@@ -700,11 +706,16 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
         state = {k: saved[k] for k in state}
         if saved["examples_seen"] != state["step"] * bs:
             raise ValueError(f"{ckpts[-1]}: data position does not match its step")
-        _truncate_metrics(metrics_path, state["step"])
+        if procs.main:
+            _truncate_metrics(metrics_path, state["step"])
         log.info("resuming %s from step %d", out, state["step"])
-    elif metrics_path.exists():
+    elif metrics_path.exists() and procs.main:
         metrics_path.unlink()
-    atomic_write_json(out / "train_config.json", cfg.to_dict())
+    if procs.main:
+        atomic_write_json(out / "train_config.json", cfg.to_dict())
+    if bs % procs.size or bs // procs.size < 1:
+        raise ValueError(f"batch_size {bs} must be divisible by the {procs.size} processes")
+    mb = min(mb, bs // procs.size)  # examples per forward pass within this process's share
 
     n_params = count_params(model)
     log.info(
@@ -725,13 +736,13 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
     bar = tqdm(
         total=steps,
         initial=state["step"],
-        disable=not cfg.progress,
+        disable=not (cfg.progress and procs.main),
         dynamic_ncols=True,
         mininterval=1.0,
         desc=out.name,
         file=sys.stderr,
     )
-    with metrics_path.open("a", encoding="utf-8") as metrics:
+    with (metrics_path if procs.main else Path(os.devnull)).open("a", encoding="utf-8") as metrics:
 
         def emit(record: dict[str, Any]) -> None:
             metrics.write(json.dumps(record) + "\n")
@@ -739,7 +750,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
 
         while state["step"] < steps:
             t0 = time.perf_counter()
-            idx = batch_indices(len(train_set), cfg.seed, state["step"] * bs, bs)
+            idx = procs.share(batch_indices(len(train_set), cfg.seed, state["step"] * bs, bs))
             sampled = use_source(sampling, cfg.seed, state["step"])
             if sampled and teacher_set is not None:
                 examples = [teacher_set[i] for i in idx]
@@ -751,17 +762,24 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
                     eos_token_id=tokenizer.eos_token_id,
                     pad_token_id=pad,
                     max_length=cfg.max_length,
-                    seed=generation_seed(cfg.seed, state["step"]),
+                    seed=generation_seed(cfg.seed, state["step"]) + procs.rank,
                     device=device,
                 )
             else:
                 examples = [train_set[i] for i in idx]
             micro = []
-            for j in range(0, bs, mb):
+            for j in range(0, len(examples), mb):
                 micro.append(collate(examples[j : j + mb], pad))
                 if cache is not None and not sampled:
                     micro[-1]["teacher_logits"] = cache.aligned(idx[j : j + mb], micro[-1])
-            stats = forward_backward(model, micro, loss_fn, teacher, device, bf16, cfg.fused_head)
+            # every process divides by the step's GLOBAL target count; summing the gradients over the
+            # processes then gives exactly the gradient of the whole global batch
+            n_targets = int(procs.sum(sum(count_targets(b) for b in micro), device))
+            stats = forward_backward(model, micro, loss_fn, teacher, device, bf16, cfg.fused_head, n_targets)
+            procs.sum_gradients(model)
+            for key in ("loss", "ce", "tokens"):
+                if key in stats:
+                    stats[key] = procs.sum(stats[key], device)
             if sampling.mixes:
                 stats["sampled"] = float(sampled)
             if cfg.max_grad_norm:
@@ -795,6 +813,8 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
                     }
                 )
                 bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:,.0f}")
+            if not procs.main:  # the other processes hold the same weights; one writes
+                continue
             if valid_set is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
                 emit({"step": step, "valid_loss": evaluate_loss(model, valid_set, pad, mb, device, bf16)})
             if step in hf_saves:
@@ -817,6 +837,9 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
                 on_step(step)
         bar.close()
         valid_loss = None
+        if not procs.main:
+            procs.close()
+            return out / "final"
         if valid_set is not None:
             valid_loss = evaluate_loss(model, valid_set, pad, mb, device, bf16)
             emit({"step": state["step"], "valid_loss": valid_loss})
@@ -844,6 +867,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
     if not cfg.keep_final_checkpoint:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     log.info("done: %s (train loss %.4f, valid loss %s)", final, last.get("loss", float("nan")), valid_loss)
+    procs.close()
     return final
 
 
