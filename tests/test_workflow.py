@@ -147,3 +147,13 @@ def test_paper_profiles_plan_the_full_study(configfile):
     assert counts["judge"] == evaluated  # every evaluated model is judged
     assert counts["teacher"] == len(cfg["teachers"]) and "teacher_cache" not in counts
     assert counts["world"] == 1  # `atkd data`: the real training data
+
+
+def test_launch_runs_training_under_a_multi_process_launcher(tmp_path):
+    launcher = "torchrun --standalone --nproc_per_node 2"
+    cfg = smoke_config(tmp_path, launch={"distill": launcher})
+    out = snakemake("-n", "-p", "all", "--configfile", str(cfg), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    assert f"{launcher} -m atkd.cli train" in text  # the distillation runs
+    assert "atkd train --set" in text  # the teachers, without a launcher

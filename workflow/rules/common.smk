@@ -362,3 +362,10 @@ def judge_meta(model_dir):
         meta = dict(run=f"teacher/{teacher}", student=teacher, teacher=teacher, method="teacher", atkd="off")
         meta["seed"] = DATA_SEED
     return " ".join(shlex.quote(f"{k}={v}") for k, v in meta.items())
+
+
+def train_command(rule_name):
+    """`atkd train`, or under the multi-process launcher the `launch` section names for it (e.g.
+    `{distill: "torchrun --standalone --nproc_per_node 4"}`: one process per GPU, data parallel)."""
+    launcher = config.get("launch", {}).get(rule_name)
+    return f"{launcher} -m atkd.cli train" if launcher else "atkd train"

@@ -9,6 +9,7 @@ rule distill:
     output:
         f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json",
     params:
+        train=train_command("distill"),
         args=distill_args,
     log:
         f"{LOGS}/distill/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
@@ -16,4 +17,4 @@ rule distill:
     resources:
         **resources_for("distill"),
     shell:
-        "atkd train {params.args} > {log} 2>&1"
+        "{params.train} {params.args} > {log} 2>&1"

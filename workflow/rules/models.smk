@@ -12,6 +12,7 @@ rule teacher:
     output:
         f"{TEACHER_DIR}/{{teacher}}/train_summary.json",
     params:
+        train=train_command("teacher"),
         args=lambda w: train_args(
             config["teacher_train"],
             config["teachers"][w.teacher],
@@ -29,7 +30,7 @@ rule teacher:
     resources:
         **resources_for("teacher"),
     shell:
-        "atkd train {params.args} > {log} 2>&1"
+        "{params.train} {params.args} > {log} 2>&1"
 
 
 rule student_base:
@@ -141,6 +142,7 @@ rule assistant:
     output:
         f"{ASSISTANT_DIR}/{{teacher}}/{{assistant}}/train_summary.json",
     params:
+        train=train_command("assistant"),
         args=lambda w: train_args(
             config["distill"],
             model=f"{TEACHER_DIR}/{w.assistant}/final",
@@ -163,4 +165,4 @@ rule assistant:
     resources:
         **resources_for("assistant"),
     shell:
-        "atkd train {params.args} > {log} 2>&1"
+        "{params.train} {params.args} > {log} 2>&1"
