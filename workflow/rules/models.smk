@@ -4,6 +4,8 @@
 
 
 rule teacher:
+    # the teachers (the largest above all) are the critical path: every distillation waits for one
+    priority: 10
     conda:
         ENV
     input:
@@ -77,6 +79,7 @@ rule model_table:
 rule teacher_cache:
     """A teacher's logits at every response position of a training file (the ground truth, `gt`, or the
     teacher's own generated answers, `gen`), computed once and shared by every student that reads them."""
+    priority: 5
     conda:
         ENV
     input:
@@ -103,6 +106,7 @@ rule teacher_cache:
 
 rule teacher_generate:
     """A teacher's answers to every training prompt (SeqKD and other teacher-sampled methods), once."""
+    priority: 5
     conda:
         ENV
     input:
@@ -130,6 +134,7 @@ rule teacher_generate:
 rule assistant:
     """Teacher assistant: the trained middle-sized teacher `assistant`, distilled further from the large
     teacher `teacher` with Supervised KD (forward KL, ground truth); students then learn from it."""
+    priority: 5
     conda:
         ENV
     input:
