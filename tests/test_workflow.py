@@ -120,6 +120,9 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert set(metrics.loc[metrics["task"] == "outside", "metric"]) == {"rougeL", "llm_judge_ratio"}
     judged = metrics[metrics["metric"] == "llm_judge_ratio"]
     assert len(judged) == len(set(metrics["run"])) and (judged["value"] > 0).all()
+    from test_llm_judge import SECRET  # the judge's key is read from the environment, never written
+
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert set(metrics["method"]) == set(smoke["methods"]) | {"teacher"}  # teachers are evaluated too
     assert set(metrics.loc[metrics["method"] == "teacher", "teacher"]) == set(smoke["teachers"])
     for method, entry in smoke["methods"].items():  # every method ran with its variants (both by default)
