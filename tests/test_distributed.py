@@ -45,18 +45,41 @@ def launch(cfg: dict, nproc: int) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
-@pytest.mark.parametrize("loss", ["ce", "fkl"])
-def test_two_processes_train_the_weights_of_one(world, tmp_path, loss):
+@pytest.mark.parametrize(
+    ("loss", "sharded"), [("ce", False), ("fkl", False), ("ce", True), ("fkl", True)], ids=str
+)
+def test_two_processes_train_the_weights_of_one(world, tmp_path, loss, sharded):
+    """Data parallel (each process a full copy, gradients summed) and sharded (FSDP: each process 1/2 of
+    the student's and the live teacher's parameters, gradients and optimizer state) alike."""
     extra = {}
     if loss == "fkl":
         teacher = train(config(world, tmp_path / "teacher", arch="neox-48x2", max_steps=2, seed=9))
         extra = {"loss": "fkl", "teacher": str(teacher)}
     one = train(config(world, tmp_path / "one", **extra))
-    out = launch(config(world, tmp_path / "two", **extra), nproc=2)
+    two = config(world, tmp_path / "two", **extra)
+    if sharded:  # also gather a checkpoint and an intermediate HF save from the shards
+        two.update(shard=True, checkpoint_every=2, keep_final_checkpoint=True, save_hf_at=[2])
+    out = launch(two, nproc=2)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     a, b = load_model(one).state_dict(), load_model(tmp_path / "two" / "final").state_dict()
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+    if sharded:
+        mid = load_model(tmp_path / "two" / "hf" / "step-00000002").state_dict()
+        assert set(mid) == set(a) and all(mid[k].shape == a[k].shape for k in a)
+        state = torch.load(
+            tmp_path / "two" / "checkpoints" / "step-00000002" / "state.pt", weights_only=False
+        )
+        assert set(state["model"]) == set(a)  # a full (gathered) state dict, not a shard
+        # resume from that checkpoint (as after a crash at step 3): the same final weights
+        (tmp_path / "two" / "train_summary.json").unlink()
+        first = load_model(tmp_path / "two" / "final").state_dict()
+        again = launch(two, nproc=2)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "resuming" in again.stderr
+        resumed = load_model(tmp_path / "two" / "final").state_dict()
+        for name in first:
+            torch.testing.assert_close(resumed[name], first[name], rtol=1e-6, atol=1e-7, msg=name)
     # one process wrote the log, with the global batch's loss at every step
     log_one = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     log_two = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]

@@ -84,3 +84,57 @@ class Processes:
     def close(self) -> None:
         if self.size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------------
+# Sharding (FSDP): for a student or teacher that does not fit one device.
+
+
+def shard(model: torch.nn.Module, procs: Processes, device: torch.device) -> None:
+    """Shard `model`'s parameters over the processes with FSDP (torch's `fully_shard`): every
+    transformer block (the classes a Hugging Face model lists in `_no_split_modules`), then the rest.
+    FSDP averages the gradients over processes, so the training loop scales each process's loss by the
+    number of processes (`grad_scale`) to get their sum (the loss is already divided by the global
+    target count). Each process then holds 1/N of the parameters, gradients and optimizer state."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    mesh = init_device_mesh(device.type, (procs.size,))
+    blocks = set(getattr(model, "_no_split_modules", None) or [])
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} names no transformer blocks (_no_split_modules) to shard")
+    for module in list(model.modules()):
+        if type(module).__name__ in blocks:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    assert isinstance(model, FSDPModule)
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> tuple[dict, dict]:
+    """The full (unsharded) model and optimizer state dicts of a sharded model, on the CPU of process 0
+    (other processes get empty dicts). A collective: every process must call it."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_sd = get_model_state_dict(model, options=options)
+    optim_sd = get_optimizer_state_dict(model, optimizer, options=options) if optimizer is not None else {}
+    return model_sd, optim_sd
+
+
+def load_full_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_sd: dict, optim_sd: dict
+) -> None:
+    """Load full state dicts (from `full_state`, read by every process) into a sharded model."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_sd, options=options)
+    set_optimizer_state_dict(model, optimizer, optim_sd, options=options)

@@ -58,7 +58,7 @@ from atkd.models.tokenizer import load_tokenizer
 from atkd.plugins import load_plugins
 from atkd.train import teacher_cache
 from atkd.train.data import IGNORE_INDEX, Example, batch_indices, collate, load_examples
-from atkd.train.distributed import Processes
+from atkd.train.distributed import Processes, full_state, load_full_state, shard
 from atkd.train.sampling import check_aligned, generation_seed, parse_sampling, student_batch, use_source
 from atkd.train.teacher_cache import TeacherCache
 
@@ -142,6 +142,9 @@ class TrainConfig:
     # Compute the loss from the final hidden states and the output embedding chunk by chunk
     # (atkd.losses.fused): no [tokens x vocab] logits, for large vocabularies. Same loss up to rounding.
     fused_head: bool = False
+    # Shard the student (and a live teacher) over the processes with FSDP, for models that do not fit one
+    # device (atkd.train.distributed). Same weights as without; only under a multi-process launcher.
+    shard: bool = False
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -311,6 +314,7 @@ def forward_backward(
     bf16: bool = False,
     fused: bool = False,
     num_targets: int | None = None,
+    grad_scale: float = 1.0,
 ) -> dict[str, float]:
     """Accumulate the gradient of one optimizer step over its micro-batches (no optimizer step).
 
@@ -324,6 +328,8 @@ def forward_backward(
     """
     if fused:
         return _forward_backward_fused(model, micro_batches, loss_fn, teacher, device, bf16, num_targets)
+    if grad_scale != 1.0:
+        loss_fn = _scaled(loss_fn, grad_scale)
     device = torch.device(device)
     if num_targets is None:
         num_targets = sum(count_targets(b) for b in micro_batches)
@@ -353,6 +359,42 @@ def forward_backward(
     if t_logits is not None:
         out["ce"] = total_ce
     return out
+
+
+class _scaled:
+    """A loss whose gradient is `scale` times the loss's, reporting the unscaled value (FSDP divides the
+    gradients by the number of processes; this multiplies them back)."""
+
+    def __init__(self, loss_fn: Callable[..., torch.Tensor], scale: float) -> None:
+        self.loss_fn, self.scale = loss_fn, scale
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        value = self.loss_fn(*args, **kwargs)
+        return _ScaleGrad.apply(value, self.scale)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, value, scale):  # type: ignore[override]
+        ctx.scale = scale
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def _save_model(model: torch.nn.Module, path: Path, tokenizer: Any, procs: Processes, sharded: bool) -> Path:
+    """Save the model as an HF checkpoint from process 0; a sharded model is gathered first (every
+    process must call this then)."""
+    if not sharded:
+        return save_model(model, path, tokenizer) if procs.main else path
+    model_sd, _ = full_state(model)
+    if procs.main:
+        with atomic_dir(path) as tmp:
+            model.save_pretrained(tmp, state_dict=model_sd, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+    return path
 
 
 def _student_width(t_logits: torch.Tensor, width: int) -> torch.Tensor:
@@ -671,6 +713,13 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
             if m is not None:
                 check_fused_head(m, device)
     sampling = parse_sampling(cfg.sampling)
+    sharded = cfg.shard and procs.size > 1
+    if sharded:
+        if cfg.fused_head or (sampling.mixes and sampling.source == "student"):
+            raise ValueError("shard: not with fused_head or on-policy sampling (yet); use one or the other")
+        for m in (model, teacher):
+            if m is not None:
+                shard(m, procs, device)
     teacher_set = None
     if sampling.source == "teacher":
         teacher_set = load_examples(cfg.teacher_data, tokenizer, cfg.max_length)
@@ -699,8 +748,11 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
                 f"{ckpts[-1]} was written with a different config (fields: {', '.join(diff)}); "
                 "use another output_dir or delete it"
             )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        if sharded:
+            load_full_state(model, optimizer, saved["model"], saved["optimizer"])
+        else:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         _set_rng_state(saved["rng"])
         state = {k: saved[k] for k in state}
@@ -775,8 +827,12 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
             # every process divides by the step's GLOBAL target count; summing the gradients over the
             # processes then gives exactly the gradient of the whole global batch
             n_targets = int(procs.sum(sum(count_targets(b) for b in micro), device))
-            stats = forward_backward(model, micro, loss_fn, teacher, device, bf16, cfg.fused_head, n_targets)
-            procs.sum_gradients(model)
+            stats = forward_backward(
+                model, micro, loss_fn, teacher, device, bf16, cfg.fused_head, n_targets,
+                grad_scale=procs.size if sharded else 1.0,  # FSDP averages over processes: undo that
+            )  # fmt: skip
+            if not sharded:  # FSDP has already summed (reduce-scattered) the gradients
+                procs.sum_gradients(model)
             for key in ("loss", "ce", "tokens"):
                 if key in stats:
                     stats[key] = procs.sum(stats[key], device)
@@ -813,38 +869,42 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
                     }
                 )
                 bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:,.0f}")
-            if not procs.main:  # the other processes hold the same weights; one writes
+            # One process writes; with sharding every process takes part in gathering what it writes.
+            if not (procs.main or sharded):
                 continue
             if valid_set is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
-                emit({"step": step, "valid_loss": evaluate_loss(model, valid_set, pad, mb, device, bf16)})
+                valid = evaluate_loss(model, valid_set, pad, mb, device, bf16)
+                emit({"step": step, "valid_loss": valid})
             if step in hf_saves:
-                save_model(model, out / "hf" / hf_saves[step], tokenizer)
+                _save_model(model, out / "hf" / hf_saves[step], tokenizer, procs, sharded)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
-                save_checkpoint(
-                    out,
-                    {
-                        **state,
-                        "examples_seen": step * bs,
-                        "config": cfg.to_dict(),
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": _rng_state(),
-                    },
-                    cfg.keep_checkpoints,
-                )
-            if on_step is not None:
+                model_sd, optim_sd = full_state(model, optimizer) if sharded else (None, None)
+                if procs.main:
+                    save_checkpoint(
+                        out,
+                        {
+                            **state,
+                            "examples_seen": step * bs,
+                            "config": cfg.to_dict(),
+                            "model": model_sd if sharded else model.state_dict(),
+                            "optimizer": optim_sd if sharded else optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "rng": _rng_state(),
+                        },
+                        cfg.keep_checkpoints,
+                    )
+            if on_step is not None and procs.main:
                 on_step(step)
         bar.close()
         valid_loss = None
-        if not procs.main:
-            procs.close()
-            return out / "final"
-        if valid_set is not None:
+        if valid_set is not None and (procs.main or sharded):
             valid_loss = evaluate_loss(model, valid_set, pad, mb, device, bf16)
             emit({"step": state["step"], "valid_loss": valid_loss})
 
-    final = save_model(model, out / "final", tokenizer)
+    final = _save_model(model, out / "final", tokenizer, procs, sharded)
+    if not procs.main:
+        procs.close()
+        return final
     summary = {
         "final_model": str(final),
         "steps": state["step"],
