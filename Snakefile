@@ -21,7 +21,16 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 from atkd.config import check_study
 
-check_study(config)
+# Once, in the invocation that plans the DAG (not again in every cluster job that runs one rule).
+if workflow.is_main_process:
+    check_study(config)
+
+# Aggregation and the LLM judge's HTTP calls run where Snakemake runs, not as cluster jobs.
+localrules:
+    collect,
+    model_table,
+    report,
+    judge,
 
 
 include: "workflow/rules/common.smk"

@@ -85,6 +85,13 @@ def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_
         "1",
         "--seconds-between-status-checks",
         "2",
+        # every cluster job pays a Snakemake start-up; on 2 cores the smoke's ~60 tiny jobs would take 40
+        # minutes one by one, so each run's distill -> evaluate chain, 6 runs at a time, is one job here
+        "--groups",
+        "distill=runs",
+        "evaluate=runs",
+        "--group-components",
+        "runs=6",
     ]
     out = subprocess.run(
         ["timeout", "-k", "30", "2400", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=2500
