@@ -14,7 +14,7 @@ from atkd.data.suites import GENERATION_SUITES
 from atkd.data.suites import SUITE_NAMES as SUITES
 from atkd.eval.harness import check_benchmarks, check_instruct_sets
 from atkd.losses import parse_spec
-from atkd.models.ladder import LADDER
+from atkd.models.shapes import LADDER
 from atkd.plugins import load_plugins
 from atkd.train.sampling import parse_sampling
 

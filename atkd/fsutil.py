@@ -65,3 +65,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def atomic_write_csv(path: str | Path, df: Any) -> None:
     """Write a pandas DataFrame as CSV (6 significant digits, no index) with `atomic_write_text`."""
     atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
+
+
+def epoch_dir_name(epochs: float) -> str:
+    """Directory name of the HF checkpoint saved after `epochs` epochs: epoch-1, epoch-0.5."""
+    return f"epoch-{float(epochs):g}"

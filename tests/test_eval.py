@@ -155,9 +155,7 @@ def test_multiple_choice_uses_the_fewshot_pool_and_count(run, world):
     assert acc == pytest.approx(correct / len(gens))
 
 
-def test_cli_short_answer_suite_with_meta_columns(world, model_dir, tmp_path, monkeypatch):
-    # Only this module's command: the test must not depend on the other stages' modules.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["atkd.eval.harness"])
+def test_cli_short_answer_suite_with_meta_columns(world, model_dir, tmp_path):
     out = tmp_path / "cli"
     argv = [
         "evaluate",

@@ -92,45 +92,40 @@ def test_save_load_round_trip_identical_logits(world, tmp_path):
 
 
 def test_cli_tokenizer_init_model_ladder(world, tmp_path, capsys):
-    from atkd.cli import COMMAND_MODULES, main
+    from atkd.cli import main
 
-    saved = list(COMMAND_MODULES)
-    COMMAND_MODULES[:] = ["atkd.models.cli"]
-    try:
-        assert (
-            main(
-                [
-                    "tokenizer",
-                    "--train",
-                    str(world["train"]),
-                    str(world["text"]),
-                    "--vocab-size",
-                    "300",
-                    "--out",
-                    str(tmp_path / "tok"),
-                ]
-            )
-            == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "--train",
+                str(world["train"]),
+                str(world["text"]),
+                "--vocab-size",
+                "300",
+                "--out",
+                str(tmp_path / "tok"),
+            ]
         )
-        assert (
-            main(
-                [
-                    "init-model",
-                    "--arch",
-                    "neox-32x2",
-                    "--tokenizer",
-                    str(tmp_path / "tok"),
-                    "--seed",
-                    "5",
-                    "--out",
-                    str(tmp_path / "init"),
-                ]
-            )
-            == 0
+        == 0
+    )
+    assert (
+        main(
+            [
+                "init-model",
+                "--arch",
+                "neox-32x2",
+                "--tokenizer",
+                str(tmp_path / "tok"),
+                "--seed",
+                "5",
+                "--out",
+                str(tmp_path / "init"),
+            ]
         )
-        assert main(["ladder", "--json"]) == 0
-    finally:
-        COMMAND_MODULES[:] = saved
+        == 0
+    )
+    assert main(["ladder", "--json"]) == 0
     model = load_model(tmp_path / "init")
     assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2
     assert torch.equal(

@@ -92,6 +92,10 @@ def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_
         "evaluate=runs",
         "--group-components",
         "runs=6",
+        # a group job asks for the sum of its members' CPUs unless capped: 6 CPUs would never start on
+        # this 2-CPU node (PENDING, reason PartitionConfig); with the cap the members run 2 at a time
+        "--cores",
+        "2",
     ]
     out = subprocess.run(
         ["timeout", "-k", "30", "2400", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=2500

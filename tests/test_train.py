@@ -239,25 +239,20 @@ def test_kd_run_with_teacher_from_checkpoint(world, reference_run, tmp_path):
 
 
 def test_teacher_cache_matches_online_teacher(world, reference_run, tmp_path):
-    from atkd.cli import COMMAND_MODULES, main
+    from atkd.cli import main
 
     _, teacher = reference_run
-    saved = list(COMMAND_MODULES)
-    COMMAND_MODULES[:] = ["atkd.train.loop"]
-    try:
-        args = [
-            "teacher-cache",
-            "--teacher",
-            str(teacher),
-            "--train-data",
-            str(world["train"]),
-            "--batch-size",
-            "5",
-        ]
-        assert main([*args, "--out", str(tmp_path / "c32"), "--dtype", "float32"]) == 0
-        assert main([*args, "--out", str(tmp_path / "c16"), "--max-length", "40"]) == 0
-    finally:
-        COMMAND_MODULES[:] = saved
+    args = [
+        "teacher-cache",
+        "--teacher",
+        str(teacher),
+        "--train-data",
+        str(world["train"]),
+        "--batch-size",
+        "5",
+    ]
+    assert main([*args, "--out", str(tmp_path / "c32"), "--dtype", "float32"]) == 0
+    assert main([*args, "--out", str(tmp_path / "c16"), "--max-length", "40"]) == 0
     common = dict(
         arch=None, model=str(teacher), tokenizer=None, loss={"name": "fkl", "atkd": {"k": 0.5}}, max_steps=3
     )
@@ -313,17 +308,12 @@ def test_config_errors_name_the_field(world, tmp_path, change, message):
 
 
 def test_cli_train_with_overrides(world, tmp_path):
-    from atkd.cli import COMMAND_MODULES, main
+    from atkd.cli import main
 
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(json.dumps(train_config(world, tmp_path / "cli", max_steps=2)))
     assert load_config_file(cfg_file, ["lr=0.01", "loss={name: ce}"])["loss"] == {"name": "ce"}
-    saved = list(COMMAND_MODULES)
-    COMMAND_MODULES[:] = ["atkd.train.loop"]
-    try:
-        assert main(["train", "--config", str(cfg_file), "--set", "max_steps=1"]) == 0
-    finally:
-        COMMAND_MODULES[:] = saved
+    assert main(["train", "--config", str(cfg_file), "--set", "max_steps=1"]) == 0
     assert json.loads((tmp_path / "cli" / "train_summary.json").read_text())["steps"] == 1
     assert TrainConfig.from_any(train_config(world, tmp_path)).grad_accum == 2
     assert TrainConfig.from_any(train_config(world, tmp_path, lr="2e-3")).lr == 0.002  # YAML 1.1 gives a str

@@ -1,29 +1,30 @@
-"""Models: the byte-level BPE tokenizer and the GPT-NeoX ladder, as ordinary Hugging Face checkpoints."""
+"""Models: the byte-level BPE tokenizer and the GPT-NeoX ladder, as ordinary Hugging Face checkpoints.
 
-from atkd.models.ladder import (
-    DEFAULT_STUDENT,
-    DEFAULT_TEACHERS,
-    LADDER,
-    ModelShape,
-    build_model,
-    count_params,
-    load_model,
-    make_config,
-    save_model,
-)
-from atkd.models.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+Names resolve lazily (PEP 562), so `from atkd.models.shapes import LADDER` does not import torch."""
 
-__all__ = [
-    "DEFAULT_STUDENT",
-    "DEFAULT_TEACHERS",
-    "LADDER",
-    "ModelShape",
-    "build_model",
-    "count_params",
-    "load_model",
-    "load_tokenizer",
-    "make_config",
-    "save_model",
-    "save_tokenizer",
-    "train_tokenizer",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DEFAULT_STUDENT": "atkd.models.shapes",
+    "DEFAULT_TEACHERS": "atkd.models.shapes",
+    "LADDER": "atkd.models.shapes",
+    "ModelShape": "atkd.models.shapes",
+    "build_model": "atkd.models.ladder",
+    "count_params": "atkd.models.ladder",
+    "load_model": "atkd.models.ladder",
+    "make_config": "atkd.models.ladder",
+    "save_model": "atkd.models.ladder",
+    "load_tokenizer": "atkd.models.tokenizer",
+    "save_tokenizer": "atkd.models.tokenizer",
+    "train_tokenizer": "atkd.models.tokenizer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

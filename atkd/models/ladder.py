@@ -12,7 +12,6 @@ the same code path as a local directory produced here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ from transformers import (
 )
 
 from atkd.fsutil import atomic_dir
+from atkd.models.shapes import DEFAULT_STUDENT, DEFAULT_TEACHERS, LADDER, ModelShape
 from atkd.models.tokenizer import load_tokenizer
 
 __all__ = [
@@ -41,43 +41,6 @@ __all__ = [
     "save_model",
 ]
 
-
-@dataclass(frozen=True)
-class ModelShape:
-    """One rung of the ladder: the shape of a GPT-NeoX model (head size 16, MLP 4x, Pythia defaults)."""
-
-    name: str
-    hidden: int
-    layers: int
-    head_dim: int = 16
-
-    @property
-    def heads(self) -> int:
-        return self.hidden // self.head_dim
-
-
-def _shape(hidden: int, layers: int) -> ModelShape:
-    return ModelShape(name=f"neox-{hidden}x{layers}", hidden=hidden, layers=layers)
-
-
-# Named shapes, small to large. Names say hidden size x layers, so they do not depend on the vocabulary.
-# Measured train tokens/s on 2 CPU cores are in the README of this package's report / FEASIBILITY.md.
-LADDER: dict[str, ModelShape] = {
-    s.name: s
-    for s in (
-        _shape(32, 2),
-        _shape(48, 2),
-        _shape(64, 2),
-        _shape(96, 3),
-        _shape(128, 4),
-        _shape(160, 5),
-        _shape(192, 6),
-        _shape(256, 8),
-    )
-}
-
-DEFAULT_STUDENT = "neox-48x2"
-DEFAULT_TEACHERS: tuple[str, ...] = ("neox-64x2", "neox-96x3", "neox-128x4", "neox-160x5")
 
 MAX_POSITIONS = 512
 _TRANSFORMERS_VERSION = tuple(int(x) for x in transformers.__version__.split(".")[:2])

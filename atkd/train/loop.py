@@ -51,7 +51,7 @@ import transformers
 import yaml
 from tqdm.auto import tqdm
 
-from atkd.fsutil import atomic_dir, atomic_write_json, atomic_write_text
+from atkd.fsutil import atomic_dir, atomic_write_json, atomic_write_text, epoch_dir_name
 from atkd.losses import build_loss, fused_linear_kd_loss, parse_spec
 from atkd.models.ladder import LADDER, build_model, count_params, load_model, save_model
 from atkd.models.tokenizer import load_tokenizer
@@ -258,11 +258,6 @@ class TrainConfig:
         for e in self.save_hf_at_epochs:
             out[max(1, round(e * num_examples / self.batch_size))] = epoch_dir_name(e)
         return out
-
-
-def epoch_dir_name(epochs: float) -> str:
-    """Directory name of the HF checkpoint saved after `epochs` epochs: epoch-1, epoch-0.5."""
-    return f"epoch-{float(epochs):g}"
 
 
 def weight_affecting(cfg: Mapping[str, Any]) -> dict[str, Any]:

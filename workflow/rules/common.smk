@@ -7,7 +7,7 @@ import shlex
 
 from atkd.config import method_atkd_options
 from atkd.losses import parse_spec
-from atkd.train.loop import epoch_dir_name
+from atkd.fsutil import epoch_dir_name
 from atkd.train.sampling import parse_sampling
 
 RESULTS = config["results"]
