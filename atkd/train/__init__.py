@@ -5,8 +5,7 @@ import without pulling in the whole training stack."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from atkd.lazy import lazy_getattr
 
 _EXPORTS = {
     "TrainConfig": "atkd.train.loop",
@@ -17,8 +16,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
