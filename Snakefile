@@ -20,10 +20,13 @@ if not config:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 from atkd.config import check_study
+from atkd.plugins import load_plugins
 
 # Once, in the invocation that plans the DAG (not again in every cluster job that runs one rule).
 if workflow.is_main_process:
     check_study(config)
+else:  # a cluster job re-plans its rules, and a user's loss names need their plugin registered
+    load_plugins(config.get("plugins", []))
 
 # Aggregation and the LLM judge's HTTP calls run where Snakemake runs, not as cluster jobs.
 localrules:
