@@ -26,7 +26,6 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "atkd.probes": ("probe", "landscape"),
     "atkd.report": ("collect", "report"),
 }
-COMMAND_MODULES: list[str] = list(COMMANDS)
 
 
 def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
@@ -34,7 +33,7 @@ def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atkd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
-    for name in COMMAND_MODULES if modules is None else modules:
+    for name in COMMANDS if modules is None else modules:
         importlib.import_module(name).register_cli(sub)
     return parser
 
