@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -53,8 +54,28 @@ def slurm_cluster(tmp_path_factory):
         subprocess.run(["bash", str(scripts / "stop-slurm.sh")], env=env, capture_output=True, timeout=120)
         log = started.stdout[-2000:] + started.stderr[-2000:]
         pytest.fail(f"SLURM is installed but did not start:\n{log}")
+    # slurmctld restores its saved state on start: jobs of an earlier, interrupted run (a killed test, a
+    # stopped session) come back as RUNNING or PENDING and hold this one node's CPUs until their time limit.
+    # This cluster exists only for the test, so it starts empty and is emptied again before it stops.
+    _cancel_all_jobs()
     yield
+    _cancel_all_jobs()
     subprocess.run(["bash", str(scripts / "stop-slurm.sh")], env=env, capture_output=True, timeout=120)
+
+
+def _cancel_all_jobs() -> None:
+    """Cancel every job the test's one-node cluster knows of and wait until its queue is empty."""
+    listed = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60)
+    jobs = listed.stdout.split()
+    if not jobs:
+        return
+    subprocess.run(["scancel", *jobs], capture_output=True, timeout=60)
+    for _ in range(60):
+        left = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60)
+        if not left.stdout.split():
+            return
+        time.sleep(1)
+    pytest.fail(f"jobs left from an earlier run could not be cancelled: {left.stdout.split()}")
 
 
 def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_path):
