@@ -84,13 +84,6 @@ def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_
     cfg = yaml.safe_load(local_cfg.read_text())  # the same study, written elsewhere
     cfg["results"] = str(tmp_path / "results")
     cfg["figures"] = str(tmp_path / "figures")
-    # memory per CPU, not per job: a group job runs each member as an `srun` step, and a step takes the
-    # whole job's memory (`--mem`) by default, so with mem_mb the members ran one at a time (measured here:
-    # a 12-member group, 135 s, steps launched every 10 s); with --mem-per-cpu two one-CPU steps run at once
-    cfg["resources"] = {
-        rule: {("mem_mb_per_cpu" if key == "mem_mb" else key): value for key, value in res.items()}
-        for rule, res in cfg.get("resources", {}).items()
-    }
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
     cmd = [
