@@ -114,9 +114,11 @@ def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_
         "--group-components",
         "runs=6",
         # a group job asks for the sum of its members' CPUs unless capped: 6 CPUs would never start on
-        # this 2-CPU node (PENDING, reason PartitionConfig); with the cap the members run 2 at a time
+        # this 2-CPU node (PENDING, reason PartitionConfig). The SLURM plugin runs a group's members one at a
+        # time (its in-job Snakemake gets `--jobs 1`), so a group needs one member's CPU: with the cap at 1,
+        # two group jobs share the node instead of one holding both CPUs and using one
         "--cores",
-        "2",
+        "1",
     ]
     out = subprocess.run(
         ["timeout", "-k", "30", "2400", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=2500
