@@ -65,17 +65,15 @@ def slurm_cluster(tmp_path_factory):
 
 def _cancel_all_jobs() -> None:
     """Cancel every job the test's one-node cluster knows of and wait until its queue is empty."""
-    listed = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60)
-    jobs = listed.stdout.split()
-    if not jobs:
-        return
-    subprocess.run(["scancel", *jobs], capture_output=True, timeout=60)
-    for _ in range(60):
-        left = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60)
-        if not left.stdout.split():
+    for attempt in range(60):
+        listed = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60)
+        jobs = listed.stdout.split()
+        if not jobs:
             return
+        if attempt == 0:
+            subprocess.run(["scancel", *jobs], capture_output=True, timeout=60)
         time.sleep(1)
-    pytest.fail(f"jobs left from an earlier run could not be cancelled: {left.stdout.split()}")
+    pytest.fail(f"jobs left from an earlier run could not be cancelled: {jobs}")
 
 
 def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_path):
