@@ -24,6 +24,7 @@ GENERATED_DIR = f"{RESULTS}/generated"
 STUDENT_BASE = f"{RESULTS}/models/student-base"
 RUNS = f"{RESULTS}/runs"
 LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"  # Snakemake benchmark files: wall and CPU time, memory per job
 NO_TEACHER = "none"
 # Token probes (`atkd probe`): on by default, over the first `limit` validation records.
 PROBES = {"enabled": True, "limit": 200} | config.get("probes", {})

@@ -11,6 +11,8 @@ rule world:
         cmd=world_command(),
     log:
         f"{LOGS}/world.log",
+    benchmark:
+        f"{BENCH}/world.tsv",
     threads: 1
     resources:
         **resources_for("world"),
@@ -29,6 +31,8 @@ rule tokenizer:
         cmd=tokenizer_command(),
     log:
         f"{LOGS}/tokenizer.log",
+    benchmark:
+        f"{BENCH}/tokenizer.tsv",
     threads: 1
     resources:
         **resources_for("tokenizer"),

@@ -13,6 +13,8 @@ rule distill:
         args=distill_args,
     log:
         f"{LOGS}/distill/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
+    benchmark:
+        f"{BENCH}/distill/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("distill"),

@@ -17,6 +17,8 @@ rule evaluate:
         args=eval_args(),
     log:
         f"{LOGS}/evaluate/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("evaluate"),
@@ -41,6 +43,8 @@ rule evaluate_teacher:
         args=eval_args(),
     log:
         f"{LOGS}/evaluate/teacher/{{teacher}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/teacher/{{teacher}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("evaluate"),

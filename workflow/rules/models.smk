@@ -28,6 +28,8 @@ rule teacher:
         ),
     log:
         f"{LOGS}/teacher/{{teacher}}.log",
+    benchmark:
+        f"{BENCH}/teacher/{{teacher}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("teacher"),
@@ -47,6 +49,8 @@ rule student_base:
         cmd=student_base_command(),
     log:
         f"{LOGS}/student_base.log",
+    benchmark:
+        f"{BENCH}/student_base.tsv",
     threads: config["threads"]
     resources:
         **resources_for("student_base"),
@@ -69,6 +73,8 @@ rule model_table:
         ),
     log:
         f"{LOGS}/model_table.log",
+    benchmark:
+        f"{BENCH}/model_table.tsv",
     threads: 1
     resources:
         **resources_for("model_table"),
@@ -95,6 +101,8 @@ rule teacher_cache:
         dtype=config.get("teacher_cache", {}).get("dtype", "float16"),
     log:
         f"{LOGS}/teacher_cache/{{key}}/{{data}}.log",
+    benchmark:
+        f"{BENCH}/teacher_cache/{{key}}/{{data}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("teacher_cache"),
@@ -121,6 +129,8 @@ rule teacher_generate:
         seed=DATA_SEED,
     log:
         f"{LOGS}/teacher_generate/{{key}}.log",
+    benchmark:
+        f"{BENCH}/teacher_generate/{{key}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("teacher_generate"),
@@ -166,6 +176,8 @@ rule assistant:
         ),
     log:
         f"{LOGS}/assistant/{{teacher}}/{{assistant}}.log",
+    benchmark:
+        f"{BENCH}/assistant/{{teacher}}/{{assistant}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("assistant"),

@@ -21,6 +21,8 @@ rule probe:
         max_length=config["distill"].get("max_length", 512),
     log:
         f"{LOGS}/probe/{{teacher}}.log",
+    benchmark:
+        f"{BENCH}/probe/{{teacher}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("probe"),
@@ -47,6 +49,8 @@ rule landscape:
         meta=lambda w: f"method={w.method} teacher={w.teacher} atkd={w.atkd} seed={w.seed}",
     log:
         f"{LOGS}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
+    benchmark:
+        f"{BENCH}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("landscape"),

@@ -10,6 +10,8 @@ rule collect:
         f"{RESULTS}/metrics.csv",
     log:
         f"{LOGS}/collect.log",
+    benchmark:
+        f"{BENCH}/collect.tsv",
     threads: 1
     resources:
         **resources_for("collect"),
@@ -55,6 +57,8 @@ rule report:
         primary=" ".join(f"{k}={v}" for k, v in config.get("report", {}).get("primary", {}).items()),
     log:
         f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv",
     threads: 1
     resources:
         **resources_for("report"),
