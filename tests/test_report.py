@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from atkd.report import collect, report
-from atkd.report.tables import load_metrics, main_table, primary_metrics
+from atkd.report.tables import load_metrics, load_models, main_table, primary_metrics
 
 TASKS = {"dolly": "judge_ratio", "mmlu": "acc"}
+
+
+def tidy_row(
+    run: str, teacher: str, method: str, atkd: str, seed: int, task: str, metric: str, value: float
+) -> dict:
+    """One row of metrics.csv (student `s`)."""
+    return dict(
+        run=run, student="s", teacher=teacher, method=method, atkd=atkd, seed=seed, task=task, metric=metric
+    ) | {"value": value}
 
 
 def tidy_rows() -> list[dict]:
@@ -19,47 +35,11 @@ def tidy_rows() -> list[dict]:
                 for task, metric in TASKS.items():
                     value = 0.5 + 0.1 * (atkd == "on") + 0.01 * seed + (0.05 if teacher == "t-big" else 0)
                     run = f"kd-{teacher}-{atkd}-{seed}"
-                    rows.append(
-                        dict(
-                            run=run,
-                            student="s",
-                            teacher=teacher,
-                            method="kd",
-                            atkd=atkd,
-                            seed=seed,
-                            task=task,
-                            metric=metric,
-                            value=value,
-                        )
-                    )
-                    rows.append(
-                        dict(
-                            run=run,
-                            student="s",
-                            teacher=teacher,
-                            method="kd",
-                            atkd=atkd,
-                            seed=seed,
-                            task=task,
-                            metric="rougeL",
-                            value=0.2,
-                        )
-                    )
+                    rows.append(tidy_row(run, teacher, "kd", atkd, seed, task, metric, value))
+                    rows.append(tidy_row(run, teacher, "kd", atkd, seed, task, "rougeL", 0.2))
     for seed in (1, 2):
         for task, metric in TASKS.items():
-            rows.append(
-                dict(
-                    run=f"sft-{seed}",
-                    student="s",
-                    teacher="",
-                    method="sft",
-                    atkd="off",
-                    seed=seed,
-                    task=task,
-                    metric=metric,
-                    value=0.4 + 0.02 * seed,
-                )
-            )
+            rows.append(tidy_row(f"sft-{seed}", "", "sft", "off", seed, task, metric, 0.4 + 0.02 * seed))
     return rows
 
 
@@ -85,19 +65,63 @@ def test_primary_metric_preference_and_errors():
         primary_metrics(df, {"dolly": "bleu"})
 
 
-def test_report_from_tidy_files_only(tmp_path):
-    runs = tmp_path / "runs"
+# Every file the report opens for reading, while a test sets _OPENED to a list (the hook is inert
+# otherwise: an audit hook cannot be removed once added, so it is added once, on first use).
+_OPENED: list[str] | None = None
+_HOOKED = False
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _OPENED is None or event != "open":
+        return
+    path, _mode, flags = args
+    if isinstance(path, (str, bytes, os.PathLike)) and flags & os.O_ACCMODE != os.O_WRONLY:
+        if not flags & os.O_CREAT:  # opened to read an existing file, not to create one
+            _OPENED.append(os.path.realpath(os.fsdecode(path)))
+
+
+@contextmanager
+def files_read() -> Iterator[list[str]]:
+    """Record the real paths of the files opened for reading inside the block."""
+    global _OPENED, _HOOKED
+    if not _HOOKED:
+        sys.addaudithook(_audit)
+        _HOOKED = True
+    _OPENED = []
+    try:
+        yield _OPENED
+    finally:
+        _OPENED = None
+
+
+TIDY = re.compile(
+    r"(metrics\.csv|models\.csv|probes/[^/]+/(summary|tokens)\.csv|landscape/(.+/)?(summary|landscape)\.csv)"
+)
+
+
+def untidy_reads(opened: list[str], results: Path) -> list[str]:
+    """The files under `results` the report read that are not tidy result files."""
+    root = os.path.realpath(results)
+    inside = [os.path.relpath(p, root) for p in opened if p.startswith(root + os.sep)]
+    return sorted({p for p in inside if not TIDY.fullmatch(p)})
+
+
+def test_report_from_tidy_files_only(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    runs = results / "runs"
     df = pd.DataFrame(tidy_rows())
     paths = []
     for run, part in df.groupby("run"):
-        path = runs / run / "metrics.csv"
+        path = runs / run / "eval" / "metrics.csv"
         path.parent.mkdir(parents=True)
         part.to_csv(path, index=False)
+        (path.parent.parent / "config.yaml").write_text("method: kd\n")  # untidy files next to the tidy
         paths.append(path)
-    metrics = tmp_path / "metrics.csv"
+    (results / "config.yaml").write_text("methods: [sft, kd]\n")
+    metrics = results / "metrics.csv"
     collect(paths, metrics)
     assert len(load_metrics(metrics)) == len(df)
-    models = tmp_path / "models.csv"
+    models = results / "models.csv"
     pd.DataFrame(
         {
             "model": ["t-small", "t-big", "s"],
@@ -105,14 +129,61 @@ def test_report_from_tidy_files_only(tmp_path):
             "params": [1e5, 1e6, 5e4],
         }
     ).to_csv(models, index=False)
-    # nothing but the two tidy files is in reach of the report
-    out = report(metrics, models, tmp_path / "tables", tmp_path / "figures", ["sft", "kd"])
-    names = sorted(p.name for p in out)
-    assert names == ["REPORT.md", "main.csv", "main.md", "main.tex", "teacher_sweep.pdf", "teacher_sweep.png"]
-    assert "\\toprule" in (tmp_path / "tables" / "main.tex").read_text()
-    md = (tmp_path / "tables" / "main.md").read_text()
+    probes = [
+        _probe_dir(results / "probes", "t-small", [0.5, 0.6, 0.7]),
+        _probe_dir(results / "probes", "t-big", [0.1, 0.2, 0.05]),
+    ]
+    landscapes = [
+        _landscape_dir(results / "landscape", atkd, seed, s, two_d=True)
+        for atkd, seed, s in [("off", 0, 0.9), ("off", 1, 0.8), ("on", 0, 0.5), ("on", 1, 0.45)]
+    ]
+    analyses = {"k_sweep": {"atkd": "on", "members": {"kd": "k=0.5"}}}
+
+    def run():
+        return report(
+            metrics,
+            models,
+            results / "tables",
+            tmp_path / "figures",
+            ["sft", "kd"],
+            probes=probes,
+            landscapes=landscapes,
+            analyses=analyses,
+        )
+
+    with files_read() as opened:
+        out = run()
+    read = {os.path.relpath(p, results.resolve()) for p in opened if p.startswith(str(results.resolve()))}
+    # the recorder sees the report's reads: every kind of tidy input, and nothing else under results/
+    assert {"metrics.csv", "models.csv", "probes/t-big/tokens.csv", "probes/t-small/summary.csv"} <= read
+    assert (
+        "landscape/kd/t-big/on/s1/landscape.csv" in read and "landscape/kd/t-big/off/s0/summary.csv" in read
+    )
+    assert untidy_reads(opened, results) == []
+    names = {p.name for p in out}
+    assert {"main.tex", "probes.tex", "analyses.tex", "landscape_2d.png", "REPORT.md"} <= names
+    assert "\\toprule" in (results / "tables" / "main.tex").read_text()
+    md = (results / "tables" / "main.md").read_text()
     assert "dolly (judge_ratio)" in md and "(+0.100)" in md
     assert all(p.stat().st_size > 0 for p in out)
+
+    # the check fails when the report also reads a run's file or a config: a report that peeks
+    import atkd.report as rep
+
+    def peeking(path):
+        (runs / "kd-t-big-on-1" / "config.yaml").read_text()
+        pd.read_csv(runs / "kd-t-big-on-1" / "eval" / "metrics.csv")
+        (results / "config.yaml").read_text()
+        return load_models(path)
+
+    monkeypatch.setattr(rep, "load_models", peeking)
+    with files_read() as opened:
+        run()
+    assert untidy_reads(opened, results) == [
+        "config.yaml",
+        "runs/kd-t-big-on-1/config.yaml",
+        "runs/kd-t-big-on-1/eval/metrics.csv",
+    ]
 
 
 def test_collect_rejects_duplicates_and_missing_columns(tmp_path):
@@ -150,13 +221,21 @@ def _probe_dir(root, name, unc_values):
     return d
 
 
-def _landscape_dir(root, atkd, seed, sharpness):
-    d = root / "kd" / "t-big" / atkd / f"s{seed}"
+def _landscape_dir(root, atkd, seed, sharpness, method="kd", two_d=False):
+    d = root / method / "t-big" / atkd / f"s{seed}"
     d.mkdir(parents=True)
-    meta = {"method": "kd", "teacher": "t-big", "atkd": atkd, "seed": seed}
-    alpha = [-1.0, 0.0, 1.0]
-    loss = [2.0 + 1.5 * sharpness, 2.0, 2.0 + 1.5 * sharpness]  # mean rise over the line = sharpness
-    pd.DataFrame({**meta, "alpha": alpha, "beta": 0.0, "loss": loss}).to_csv(d / "landscape.csv", index=False)
+    meta = {"method": method, "teacher": "t-big", "atkd": atkd, "seed": seed}
+    steps = [-1.0, 0.0, 1.0]
+    grid = [(a, b) for b in (steps if two_d else [0.0]) for a in steps]
+    # loss rises as 1.5 * sharpness * (alpha^2 + beta^2): the mean rise over the beta = 0 line is sharpness
+    pd.DataFrame(
+        {
+            **meta,
+            "alpha": [a for a, _ in grid],
+            "beta": [b for _, b in grid],
+            "loss": [2.0 + 1.5 * sharpness * (a * a + b * b) for a, b in grid],
+        }
+    ).to_csv(d / "landscape.csv", index=False)
     pd.DataFrame({**meta, "metric": ["loss_centre", "sharpness"], "value": [2.0, sharpness]}).to_csv(
         d / "summary.csv", index=False
     )
@@ -237,17 +316,7 @@ def test_analyses_table_figure_and_verdicts(tmp_path):
             value = b + off + (noise[seed] if method == "tkd_hard" else 0.0)
             for task, metric in TASKS.items():
                 rows.append(
-                    dict(
-                        run=f"{method}-{atkd}-{seed}",
-                        student="s",
-                        teacher="t-big",
-                        method=method,
-                        atkd=atkd,
-                        seed=seed,
-                        task=task,
-                        metric=metric,
-                        value=value,
-                    )
+                    tidy_row(f"{method}-{atkd}-{seed}", "t-big", method, atkd, seed, task, metric, value)
                 )
     metrics = tmp_path / "metrics.csv"
     pd.DataFrame(rows).to_csv(metrics, index=False)

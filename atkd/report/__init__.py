@@ -11,6 +11,7 @@ files it is given.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ import pandas as pd
 
 from atkd.fsutil import atomic_write_text
 from atkd.report.analyses import analysis_figure, analysis_scores, analysis_table, parse_analyses
-from atkd.report.figures import landscape_lines, teacher_sweep, unc_density
+from atkd.report.figures import landscape_2d, landscape_lines, method_colours, teacher_sweep, unc_density
 from atkd.report.findings import report_markdown
 from atkd.report.tables import (
     METRIC_COLUMNS,
+    frame_to_latex,
     load_metrics,
     load_models,
     main_table,
@@ -68,11 +70,19 @@ def report(
 ) -> list[Path]:
     """Write `tables/main.{csv,md,tex}`, `figures/teacher_sweep.{png,pdf}`, with probe tables
     (`probes/<teacher>/{summary,tokens}.csv` directories) `tables/probes.{csv,md,tex}` and
-    `figures/unc_density.{png,pdf}`, and `REPORT.md` next to `tables/`; returns the written paths."""
+    `figures/unc_density.{png,pdf}`, with landscapes `figures/landscape.{png,pdf}` (1-D) and
+    `figures/landscape_2d.{png,pdf}` (if the grid is 2-D), with analyses `tables/analyses.{csv,md,tex}` and
+    `figures/analyses.{png,pdf}`, and `REPORT.md` next to `tables/`; returns the written paths."""
     df = load_metrics(metrics)
     mdl = load_models(models)
     prim = primary_metrics(df, primary)
-    order = list(methods or []) + sorted(set(df["method"]) - set(methods or []))
+    points = flat = None
+    if landscapes:
+        flat = pd.concat([pd.read_csv(Path(p) / "summary.csv", dtype={"atkd": str}) for p in landscapes])
+        points = pd.concat([pd.read_csv(Path(p) / "landscape.csv", dtype={"atkd": str}) for p in landscapes])
+    seen = set(df["method"]) | (set(points["method"]) if points is not None else set())
+    order = list(methods or []) + sorted(seen - set(methods or []))
+    colours = method_colours(order)  # built once: the same colour for a method in every figure
     stats = main_table(df, prim, order)
     out = [tables / "main.csv", tables / "main.md"]
     atomic_write_text(out[0], stats.to_csv(index=False))
@@ -84,22 +94,23 @@ def report(
     teachers_of = per_seed.groupby("method")["teacher"].nunique()
     no_teacher = set(per_seed.loc[per_seed["teacher"] == "", "method"])
     swept = [m for m in order if teachers_of.get(m, 0) >= 2 or m in no_teacher]
-    out += teacher_sweep(per_seed, mdl, figures / "teacher_sweep", swept or order, colour_order=order)
+    out += teacher_sweep(per_seed, mdl, figures / "teacher_sweep", swept or order, colours=colours)
     summary = None
     if probes:
         summary = pd.concat([pd.read_csv(Path(p) / "summary.csv") for p in probes], ignore_index=True)
         tokens = pd.concat([pd.read_csv(Path(p) / "tokens.csv") for p in probes], ignore_index=True)
         wide = summary.pivot_table(index="model", columns="metric", values="value").reset_index()
+        params = dict(zip(mdl["model"], mdl["params"].astype(float), strict=False))
+        # smallest teacher first (then by name), as in every other view of the teachers
+        wide = wide.sort_values("model", key=lambda m: m.map(lambda x: (params.get(x, math.inf), x)))
         out += [tables / "probes.csv", tables / "probes.md", tables / "probes.tex"]
         atomic_write_text(out[-3], wide.to_csv(index=False))
         atomic_write_text(out[-2], _markdown(wide))
-        atomic_write_text(out[-1], wide.to_latex(index=False, float_format="%.4g"))
+        atomic_write_text(out[-1], frame_to_latex(wide))
         out += unc_density(tokens, mdl, figures / "unc_density")
-    flat = None
-    if landscapes:
-        flat = pd.concat([pd.read_csv(Path(p) / "summary.csv", dtype={"atkd": str}) for p in landscapes])
-        points = pd.concat([pd.read_csv(Path(p) / "landscape.csv", dtype={"atkd": str}) for p in landscapes])
-        out += landscape_lines(points, figures / "landscape", order)
+    if points is not None:
+        out += landscape_lines(points, figures / "landscape", colours)
+        out += landscape_2d(points, figures / "landscape_2d", colours)
     if analyses:
         members = analysis_scores(per_seed, analyses)
         if members.empty:
@@ -108,10 +119,10 @@ def report(
         out += [tables / "analyses.csv", tables / "analyses.md", tables / "analyses.tex"]
         atomic_write_text(out[-3], table.to_csv(index=False))
         atomic_write_text(out[-2], _markdown(table))
-        atomic_write_text(out[-1], table.to_latex(index=False, float_format="%.4g"))
-        out += analysis_figure(table, mdl, figures / "analyses")
+        atomic_write_text(out[-1], frame_to_latex(table))
+        out += analysis_figure(table, mdl, figures / "analyses", colours)
     out.append(tables.parent / "REPORT.md")
-    text = report_markdown(per_seed, mdl, summary, flat, analyses, tasks=sorted(prim))
+    text = report_markdown(per_seed, mdl, summary, flat, analyses, tasks=sorted(prim), methods=order)
     atomic_write_text(out[-1], text)
     return out
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from atkd.report.figures import PALETTE, plt, save_figure
+from atkd.report.figures import SD_NOTE, colour_of, method_colours, plt, save_figure
 from atkd.report.stats import paired
 from atkd.report.tables import AVERAGE
 
@@ -74,39 +74,44 @@ def analysis_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
 
 
-def analysis_figure(table: pd.DataFrame, models: pd.DataFrame, stem: Path) -> list[Path]:
-    """One panel per analysis: grouped bars (one per member, in config order) for each teacher, smallest
-    teacher first; error bars are the standard deviation over seeds."""
+def analysis_figure(
+    table: pd.DataFrame, models: pd.DataFrame, stem: Path, colours: Mapping[str, str] | None = None
+) -> list[Path]:
+    """One panel per analysis: grouped bars from zero (one per member, in config order, in its method's
+    colour) for each teacher, smallest teacher first; error bars are the standard deviation over seeds.
+    Each panel's legend sits below it, clear of the bars."""
     params = dict(zip(models["model"], models["params"].astype(float), strict=False))
+    colours = colours or method_colours(list(dict.fromkeys(table["method"])))
     names = list(dict.fromkeys(table["analysis"]))
     fig, grid = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
     axes = list(grid[0])
     for ax, name in zip(axes, names, strict=True):
         sub = table[table["analysis"] == name]
-        labels = list(dict.fromkeys(sub["label"]))
+        members = list(dict.fromkeys(zip(sub["label"], sub["method"], strict=True)))
         teachers = sorted(set(sub["teacher"]), key=lambda t: params.get(t, math.inf))
-        width = 0.8 / len(labels)
-        for i, label in enumerate(labels):
+        width = 0.8 / len(members)
+        for i, (label, method) in enumerate(members):
             rows = sub[sub["label"] == label].set_index("teacher").reindex(teachers)
-            x = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(teachers))]
+            x = [j + (i - (len(members) - 1) / 2) * width for j in range(len(teachers))]
             ax.bar(
                 x,
                 rows["mean"],
                 width,
                 yerr=rows["std"].fillna(0),
                 capsize=2,
-                color=PALETTE[i % len(PALETTE)],
-                label=label,
+                color=colour_of(colours, method),
+                label=label if label == method else f"{label} ({method})",
+                gid=f"method={method}",
             )
         ax.set_xticks(range(len(teachers)), teachers, fontsize=8)
+        ax.set_xlabel("teacher")
         ax.set_title(f"{name} ({'+ATKD' if sub['atkd'].iloc[0] == 'on' else 'no ATKD'})", fontsize=9)
-        low = float((sub["mean"] - sub["std"].fillna(0)).min())
         high = float((sub["mean"] + sub["std"].fillna(0)).max())
-        pad = max(0.1 * (high - low), 0.005)
-        ax.set_ylim(low - pad, high + pad)
+        ax.set_ylim(0, high * 1.08 if high > 0 else 1.0)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     axes[0].set_ylabel("student score (average over tasks)")
+    fig.suptitle(f"Analyses: mean student score over seeds; {SD_NOTE}", fontsize=10)
     return save_figure(fig, stem)
 
 

@@ -2,26 +2,56 @@
 
 from __future__ import annotations
 
+import colorsys
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from atkd.report.tables import AVERAGE  # noqa: E402
+from atkd.report.tables import AVERAGE, identical_atkd_runs  # noqa: E402
 
 TEACHER_METHOD = "teacher"  # rows of a teacher's own evaluation (method column of metrics.csv)
-# One colour per method, stable across every figure of the suite.
-PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+TEACHER_COLOUR = "#888888"  # the teachers' own scores: a grey that no method gets
+# Method colours, in the order methods are configured: tab10 without its grey, the dark and mid shades of
+# tab20b, then the light half of tab20 (no greys); more methods get evenly spaced hues. Never wraps.
+PALETTE = [
+    *("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"),
+    *("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"),
+    *("#6b6ecf", "#b5cf6b", "#e7ba52", "#d6616b", "#ce6dbd"),
+    *("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5"),
+]
+SD_NOTE = "error bars: standard deviation over seeds"
 
 
 def method_colours(methods: Sequence[str]) -> dict[str, str]:
-    """Colour of each method (in the given, configured order)."""
-    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
+    """One distinct colour per method (in the given, configured order), the same in every figure.
+
+    `report` builds this once and hands it to every figure; the teacher line keeps TEACHER_COLOUR.
+    """
+    names = [m for m in dict.fromkeys(methods) if m != TEACHER_METHOD]
+    colours = list(PALETTE)
+    extra = len(names) - len(colours)
+    for i in range(max(extra, 0)):
+        rgb = colorsys.hsv_to_rgb(i / extra, 0.7, 0.85 if i % 2 else 0.6)
+        colours.append("#" + "".join(f"{round(255 * c):02x}" for c in rgb))
+    colours = [c for c in dict.fromkeys(colours) if c != TEACHER_COLOUR]
+    if len(colours) < len(names):  # hue collisions after rounding: fail rather than share a colour
+        raise ValueError(f"cannot give {len(names)} methods distinct colours")
+    return dict(zip(names, colours, strict=False))
+
+
+def colour_of(colours: Mapping[str, str], method: str) -> str:
+    """The colour of `method`; a method missing from the mapping is an error, never a fallback colour."""
+    if method not in colours:
+        raise KeyError(f"method {method!r} has no colour (not in the method list given to the report)")
+    return colours[method]
 
 
 def save_figure(fig: plt.Figure, stem: Path) -> list[Path]:
@@ -44,17 +74,20 @@ def teacher_sweep(
     stem: Path,
     methods: Sequence[str],
     task: str = AVERAGE,
-    colour_order: Sequence[str] = (),
+    colours: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Student score vs teacher size, one line per method, solid without and dashed with ATKD.
 
-    Error bars are the standard deviation over seeds; methods without a teacher (SFT) are drawn as a
-    horizontal band, and the teachers' own scores (method `teacher`), where present, as a grey line.
+    Points are means over seeds and error bars the standard deviation over seeds; each line is shifted a
+    little along the (log) x axis so that lines with equal values (e.g. kd + ATKD and dkd + ATKD) stay
+    visible. Methods without a teacher (SFT) are a horizontal band (mean ± std), the teachers' own scores
+    (method `teacher`), where present, a grey line. The legend sits outside the axes.
     """
     params = dict(zip(models["model"], models["params"], strict=False))
     sc = scores[scores["task"] == task]
-    colours = method_colours(list(colour_order) or list(methods))  # the same colour in every figure
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours = colours or method_colours(methods)
+    twins = identical_atkd_runs(scores, methods)  # +ATKD students identical on every seed and task
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
     own = sc[sc["method"] == TEACHER_METHOD].groupby("teacher")["value"].mean().reset_index()
     if not own.empty:
         own["params"] = own["teacher"].map(params)
@@ -63,20 +96,21 @@ def teacher_sweep(
                 f"teacher(s) {sorted(own.loc[own['params'].isna(), 'teacher'])} are not in models.csv"
             )
         own = own.sort_values("params")
-        ax.plot(
-            own["params"], own["value"], color="#888888", marker="^", ls="-", lw=1, label="teacher itself"
-        )
+        ax.plot(own["params"], own["value"], color=TEACHER_COLOUR, marker="^", lw=1, label="teacher itself")
+    lines = []  # (method, atkd, label, per-teacher mean/std) of every line with teachers
     for method in (m for m in methods if m != TEACHER_METHOD):
-        for atkd, style in (("off", "-"), ("on", "--")):
+        for atkd in ("off", "on"):
             sub = sc[(sc["method"] == method) & (sc["atkd"] == atkd)]
             if sub.empty:
                 continue
             label = f"{method} + ATKD" if atkd == "on" else method
             if (sub["teacher"] == "").all():
                 mean, std = sub["value"].mean(), sub["value"].std(ddof=1)
-                ax.axhline(mean, color=colours[method], ls=":", lw=1.5, label=f"{label} (no teacher)")
+                ax.axhline(
+                    mean, color=colour_of(colours, method), ls=":", lw=1.5, label=f"{label} (no teacher)"
+                ).set_gid(f"method={method}")
                 if pd.notna(std):
-                    ax.axhspan(mean - std, mean + std, color=colours[method], alpha=0.12, lw=0)
+                    ax.axhspan(mean - std, mean + std, color=colour_of(colours, method), alpha=0.12, lw=0)
                 continue
             g = sub.groupby("teacher")["value"]
             agg = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1)}).reset_index()
@@ -84,23 +118,31 @@ def teacher_sweep(
             if agg["params"].isna().any():
                 missing = sorted(agg.loc[agg["params"].isna(), "teacher"])
                 raise ValueError(f"teacher(s) {missing} are not in models.csv")
-            agg = agg.sort_values("params")
-            ax.errorbar(
-                agg["params"],
-                agg["mean"],
-                yerr=agg["std"].fillna(0),
-                color=colours[method],
-                ls=style,
-                marker="o" if atkd == "off" else "s",
-                capsize=3,
-                label=label,
-            )
+            twin = {twins.get((method, t)) for t in agg["teacher"]} if atkd == "on" else {None}
+            if len(twin) == 1 and None not in twin:  # the same students as another method's, everywhere
+                label += f" (= {twin.pop()} + ATKD)"
+            lines.append((method, atkd, label, agg.sort_values("params")))
+    step = min(0.012, 0.15 / max(len(lines) - 1, 1))  # decades; at most 0.15 decades in all
+    for i, (method, atkd, label, agg) in enumerate(lines):
+        shift = 10 ** ((i - (len(lines) - 1) / 2) * step)
+        bars = ax.errorbar(
+            agg["params"] * shift,
+            agg["mean"],
+            yerr=agg["std"].fillna(0),
+            color=colour_of(colours, method),
+            ls="--" if atkd == "on" else "-",
+            marker="s" if atkd == "on" else "o",
+            ms=5,
+            capsize=3,
+            label=label,
+        )
+        bars.lines[0].set_gid(f"method={method}")
     ax.set_xscale("log")
-    ax.set_xlabel("teacher parameters")
+    ax.set_xlabel("teacher parameters (log scale; lines shifted slightly apart so equal ones stay visible)")
     ax.set_ylabel("student score" + (" (average over tasks)" if task == AVERAGE else f" ({task})"))
-    ax.set_title("Student quality vs teacher size")
+    ax.set_title(f"Student quality vs teacher size\nmean over seeds; {SD_NOTE} (band: no teacher, mean ± SD)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, stem)
 
 
@@ -130,30 +172,87 @@ def unc_density(tokens: pd.DataFrame, models: pd.DataFrame, stem: Path) -> list[
     return save_figure(fig, stem)
 
 
-def landscape_lines(points: pd.DataFrame, stem: Path, methods: Sequence[str]) -> list[Path]:
+def _landscape_rise(points: pd.DataFrame) -> pd.DataFrame:
+    """Loss minus the loss at the trained weights (the grid point nearest alpha = beta = 0), per run."""
+    out = []
+    for _, run in points.groupby(["method", "teacher", "atkd", "seed"], sort=False):
+        centre = run.loc[(run["alpha"].abs() + run["beta"].abs()).idxmin(), "loss"]
+        out.append(run.assign(rise=run["loss"] - centre))
+    return pd.concat(out, ignore_index=True)
+
+
+def landscape_lines(points: pd.DataFrame, stem: Path, colours: Mapping[str, str]) -> list[Path]:
     """1-D loss landscapes: loss minus the centre loss along the random direction, one line per student
-    (solid without ATKD, dashed with), one panel per (method, teacher)."""
-    line = points[points["beta"] == 0.0]
+    (solid without ATKD, dashed with), one panel per (method, teacher). One seed per line, no error bars."""
+    line = _landscape_rise(points[points["beta"] == 0.0])
     panels = list(line.groupby(["method", "teacher"], sort=True).groups)
-    colours = method_colours(list(methods) or sorted({m for m, _ in panels}))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (method, teacher) in zip(axes[0], panels, strict=True):
         sub = line[(line["method"] == method) & (line["teacher"] == teacher)]
         for (atkd, seed), run in sub.groupby(["atkd", "seed"]):
             run = run.sort_values("alpha")
-            centre = run.loc[run["alpha"].abs().idxmin(), "loss"]
-            label = f"{method}{' + ATKD' if atkd == 'on' else ''} (seed {seed})"
             ax.plot(
                 run["alpha"],
-                run["loss"] - centre,
+                run["rise"],
                 ls="--" if atkd == "on" else "-",
-                color=colours.get(method, "#333"),
+                color=colour_of(colours, method),
                 alpha=0.6 + 0.4 * (atkd == "on"),
-                label=label,
+                label=f"{method}{' + ATKD' if atkd == 'on' else ''} (seed {seed})",
+                gid=f"method={method}",
             )
         ax.set_title(f"{method}, teacher {teacher}", fontsize=9)
         ax.set_xlabel("step along a filter-normalised direction")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False)
     axes[0][0].set_ylabel("loss - loss at the trained weights")
+    return save_figure(fig, stem)
+
+
+def landscape_2d(points: pd.DataFrame, stem: Path, colours: Mapping[str, str]) -> list[Path]:
+    """2-D loss landscapes: filled contours of loss minus the centre loss over the (alpha, beta) grid,
+    averaged over seeds, one panel per student (without, then with ATKD) of each (method, teacher),
+    on one shared colour scale. Returns [] when no run has a 2-D grid (`atkd landscape --one-d`)."""
+    two_d = points.groupby(["method", "teacher", "atkd", "seed"])["beta"].transform("nunique") > 1
+    grid = points[two_d]
+    if grid.empty:
+        return []
+    grid = _landscape_rise(grid)
+    surfaces = []
+    for (method, teacher, atkd), sub in grid.groupby(["method", "teacher", "atkd"], sort=True):
+        z = sub.pivot_table(index="beta", columns="alpha", values="rise", aggfunc="mean")
+        seeds = sorted(set(sub["seed"]))
+        surfaces.append((method, teacher, atkd, seeds, z))  # "off" sorts before "on": pairs side by side
+    high = max(float(np.nanmax(z.to_numpy())) for *_, z in surfaces)
+    low = min(0.0, *(float(np.nanmin(z.to_numpy())) for *_, z in surfaces))
+    levels = MaxNLocator(12).tick_values(low, high if high > low else low + 1.0)  # round contour levels
+    fig, axes = plt.subplots(
+        1, len(surfaces), figsize=(3.8 * len(surfaces) + 1.0, 3.6), squeeze=False, layout="constrained"
+    )
+    for ax, (method, teacher, atkd, seeds, z) in zip(axes[0], surfaces, strict=True):
+        filled = ax.contourf(z.columns, z.index, z.to_numpy(), levels=levels, cmap="viridis")
+        ax.contour(z.columns, z.index, z.to_numpy(), levels=levels, colors="white", linewidths=0.4)
+        ax.axhline(0.0, color=colour_of(colours, method), ls=":", lw=1.2)  # the 1-D line of landscape.png
+        ax.plot(
+            [0.0],
+            [0.0],
+            marker="s" if atkd == "on" else "o",
+            ms=7,
+            mec="white",
+            color=colour_of(colours, method),
+            gid=f"method={method}",
+        )
+        ax.set_title(
+            f"{method}{' + ATKD' if atkd == 'on' else ''}, teacher {teacher}\n"
+            f"mean over seeds {', '.join(map(str, seeds))}",
+            fontsize=9,
+        )
+        ax.set_xlabel("alpha (direction 1)")
+        ax.set_aspect("equal")
+    axes[0][0].set_ylabel("beta (direction 2)")
+    fig.colorbar(filled, ax=list(axes[0]), label="loss - loss at the trained weights (seed mean)")
+    fig.suptitle(
+        "2-D loss landscapes, mean over seeds (dotted: the 1-D line of landscape.png; marker: the trained"
+        " weights)",
+        fontsize=10,
+    )
     return save_figure(fig, stem)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from atkd.report.analyses import analysis_scores, f3_lines, f4_lines, f7_lines
 from atkd.report.stats import Paired, paired
-from atkd.report.tables import AVERAGE
+from atkd.report.tables import AVERAGE, identical_atkd_runs, same_scores
 
 ALTERNATIVES = ("kd_early", "kd_ta", "dkd")  # F8's other remedies, by their default config names
 
@@ -100,16 +100,29 @@ def _f2_f3(probes: pd.DataFrame | None, params: dict[str, float]) -> list[str]:
     return lines
 
 
-def _f5(sc: pd.DataFrame) -> list[str]:
+def _f5(sc: pd.DataFrame, order: Sequence[str]) -> list[str]:
+    """+ATKD minus without, per method and teacher. A +ATKD student identical (every seed and task) to an
+    earlier method's +ATKD student at that teacher is the same objective trained twice (dkd with
+    alpha = beta = 1 under ATKD is kd under ATKD): its row is listed, marked, and not counted again."""
     lines = ["## F5. ATKD improves every baseline", ""]
     lines += ["| method | teacher | +ATKD minus without (average score) | verdict |", "|---|---|---|---|"]
+    twins = identical_atkd_runs(sc, order)
     verdicts = []
+    repeats = 0
     for (method, teacher), _ in sc[sc["atkd"] == "on"].groupby(["method", "teacher"]):
         cmp = paired(_series(sc, method, teacher, "on"), _series(sc, method, teacher, "off"))
         if cmp is None:
             continue
-        verdicts.append(cmp.verdict)
-        lines.append(f"| {method} | {teacher} | {cmp.text()} | {cmp.verdict} |")
+        twin = twins.get((method, teacher))
+        if twin is None:
+            verdicts.append(cmp.verdict)
+            lines.append(f"| {method} | {teacher} | {cmp.text()} | {cmp.verdict} |")
+        else:
+            repeats += 1
+            lines.append(
+                f"| {method} | {teacher} | {cmp.text()} | {cmp.verdict}; not counted: {method} + ATKD is "
+                f"identical to {twin} + ATKD (the same objective) |"
+            )
     if not verdicts:
         return lines[:2] + ["- Not measured: no method was run with and without ATKD.", ""]
     n_sup = sum(v == "supported" for v in verdicts)
@@ -121,10 +134,15 @@ def _f5(sc: pd.DataFrame) -> list[str]:
         if n_neg > 0 and n_sup == 0
         else "inconclusive at this scale"
     )
+    counted = (
+        f" ({repeats} row(s) whose +ATKD student is identical to another method's are listed but not counted)"
+        if repeats
+        else ""
+    )
     lines += [
         "",
-        f"- {n_sup} of {len(verdicts)} comparisons favour ATKD beyond seed noise, {n_neg} go the other way: "
-        f"the claim (consistent gains on every baseline) is **{overall}**.",
+        f"- {n_sup} of {len(verdicts)} distinct comparisons{counted} favour ATKD beyond seed noise, "
+        f"{n_neg} go the other way: the claim (consistent gains on every baseline) is **{overall}**.",
         "",
     ]
     return lines
@@ -150,6 +168,8 @@ def _f6(flat: pd.DataFrame | None) -> list[str]:
 
 
 def _f8(sc: pd.DataFrame, reference: str) -> list[str]:
+    """Reference + ATKD minus each other remedy (without ATKD) at the teachers both have. A remedy whose
+    scores are identical to the reference + ATKD ones is the same student: said so, not compared."""
     lines = ["## F8. ATKD beats the other remedies for a large teacher", ""]
     present = [m for m in ALTERNATIVES if m in set(sc["method"])]
     if reference not in set(sc["method"]) or not present:
@@ -158,15 +178,28 @@ def _f8(sc: pd.DataFrame, reference: str) -> list[str]:
             "",
         ]
     for alt in present:
-        teachers = set(sc.loc[sc["method"] == alt, "teacher"]) & set(
+        teachers = set(sc.loc[(sc["method"] == alt) & (sc["atkd"] == "off"), "teacher"]) & set(
             sc.loc[(sc["method"] == reference) & (sc["atkd"] == "on"), "teacher"]
         )
         for teacher in sorted(teachers):
-            cmp = paired(_series(sc, reference, teacher, "on"), _series(sc, alt, teacher, "off"))
-            if cmp is not None:
+            if same_scores(sc, (reference, teacher, "on"), (alt, teacher, "off")):
                 lines.append(
-                    f"- {reference} + ATKD minus `{alt}` at {teacher}: {cmp.text()}: **{cmp.verdict}**"
+                    f"- {reference} + ATKD and `{alt}` at {teacher}: identical scores on every seed and task "
+                    "(the same objective): not a comparison"
                 )
+                continue
+            cmp = paired(_series(sc, reference, teacher, "on"), _series(sc, alt, teacher, "off"))
+            if cmp is None:
+                continue
+            note = ""
+            if same_scores(sc, (reference, teacher, "on"), (alt, teacher, "on")):
+                note = (
+                    f" (the same numbers as F5's `{alt}` row: {alt} + ATKD is identical to "
+                    f"{reference} + ATKD)"
+                )
+            lines.append(
+                f"- {reference} + ATKD minus `{alt}` at {teacher}: {cmp.text()}: **{cmp.verdict}**{note}"
+            )
     return lines + [""]
 
 
@@ -179,8 +212,10 @@ def report_markdown(
     *,
     reference: str = "kd",
     tasks: Sequence[str] = (),
+    methods: Sequence[str] = (),
 ) -> str:
-    """The text of REPORT.md from per-seed scores (`tables.scores`), models.csv and probe summaries."""
+    """The text of REPORT.md from per-seed scores (`tables.scores`), models.csv and probe summaries;
+    `methods` is the configured method order (which of two identical +ATKD students F5 counts)."""
     params = dict(zip(models["model"], models["params"].astype(float), strict=False))
     seeds = sorted(set(scores.loc[scores["method"] != "teacher", "seed"]))
     lines = [
@@ -199,7 +234,7 @@ def report_markdown(
     lines += f3_lines(members) + [""]
     lines += ["## F4. TKD hurts on easy tokens and helps on hard ones", ""]
     lines += f4_lines(members) + [""]
-    lines += _f5(scores)
+    lines += _f5(scores, [reference, *methods])
     lines += _f6(landscapes)
     lines += ["## F7. Best k = 0.5 and lambda = 0.2", ""]
     lines += f7_lines(members) + [""]

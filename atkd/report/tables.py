@@ -8,6 +8,7 @@ every model of the study: model, role, params. Nothing here reads checkpoints, l
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +23,41 @@ MODEL_COLUMNS = ["model", "role", "params"]
 # world's programmatic judge, or the LLM judge on real instruction sets), then accuracy, then Rouge-L.
 PRIMARY_PREFERENCE = ("judge_ratio", "llm_judge_ratio", "acc", "exact_match", "rougeL")
 AVERAGE = "avg"
+
+
+# LaTeX's special characters in text and what a table cell must say instead.
+_LATEX_SPECIAL = {
+    "\\": "\\textbackslash{}",
+    "&": "\\&",
+    "%": "\\%",
+    "$": "\\$",
+    "#": "\\#",
+    "_": "\\_",
+    "{": "\\{",
+    "}": "\\}",
+    "~": "\\textasciitilde{}",
+    "^": "\\textasciicircum{}",
+}
+_LATEX_RE = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIAL))
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters, so names like `kd_early` or `hardest 50%` compile as text."""
+    return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group()], str(text))
+
+
+def frame_to_latex(df: pd.DataFrame) -> str:
+    """A booktabs tabular of a plain table: every header and text cell escaped, numbers to 4 significant
+    digits (right-aligned), text left-aligned."""
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    lines = ["\\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}", "\\toprule"]
+    lines.append(" & ".join(latex_escape(c) for c in df.columns) + " \\\\")
+    lines.append("\\midrule")
+    for row in df.itertuples(index=False):
+        cells = ["" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else latex_escape(v) for v in row]
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(lines)
 
 
 def _check_columns(df: pd.DataFrame, columns: Sequence[str], path: Path | str) -> None:
@@ -84,6 +120,36 @@ def scores(df: pd.DataFrame, primary: Mapping[str, str]) -> pd.DataFrame:
     wide.loc[complete, AVERAGE] = wide.loc[complete, tasks].mean(axis=1)
     long = wide.reset_index().melt(id_vars=["teacher", "method", "atkd", "seed"], var_name="task")
     return long.dropna(subset=["value"])
+
+
+def _run_scores(sc: pd.DataFrame, method: str, teacher: str, atkd: str) -> pd.Series:
+    sub = sc[(sc["method"] == method) & (sc["teacher"] == teacher) & (sc["atkd"] == atkd)]
+    return sub.set_index(["seed", "task"])["value"].sort_index()
+
+
+def same_scores(sc: pd.DataFrame, a: tuple[str, str, str], b: tuple[str, str, str]) -> bool:
+    """Whether two runs, each (method, teacher, atkd), have bit-identical scores on every seed and task
+    (e.g. DKD with alpha = beta = 1 under ATKD is exactly KD under ATKD): the same student twice."""
+    x, y = _run_scores(sc, *a), _run_scores(sc, *b)
+    return len(x) > 0 and x.index.equals(y.index) and bool(np.array_equal(x.to_numpy(), y.to_numpy()))
+
+
+def identical_atkd_runs(sc: pd.DataFrame, order: Sequence[str] = ()) -> dict[tuple[str, str], str]:
+    """`(method, teacher) -> other` for every +ATKD run whose per-seed, per-task scores are identical to
+    those of an earlier method's +ATKD run at the same teacher (earlier in `order`, then by name)."""
+    rank = {m: i for i, m in enumerate(order)}
+    on = sc[(sc["atkd"] == "on") & (sc["method"] != "teacher")]
+    out: dict[tuple[str, str], str] = {}
+    for teacher, sub in on.groupby("teacher", sort=True):
+        firsts: list[str] = []  # one method per distinct +ATKD student
+        for method in sorted(set(sub["method"]), key=lambda m: (rank.get(m, len(rank)), m)):
+            run = (method, teacher, "on")
+            twin = next((f for f in firsts if same_scores(sc, run, (f, teacher, "on"))), None)
+            if twin is None:
+                firsts.append(method)
+            else:
+                out[(method, teacher)] = twin
+    return out
 
 
 def main_table(
@@ -150,14 +216,10 @@ def to_markdown(stats: pd.DataFrame, primary: Mapping[str, str]) -> str:
 def to_latex(stats: pd.DataFrame, primary: Mapping[str, str]) -> str:
     """The main table as a LaTeX tabular (booktabs): mean ± std per task, +ATKD delta in parentheses."""
     tasks = [t for t in sorted(primary)] + [AVERAGE]
-
-    def esc(text: str) -> str:
-        return text.replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
-
     lines = ["\\begin{tabular}{lll" + "r" * len(tasks) + "}", "\\toprule"]
-    lines.append(" & ".join(["teacher", "method", "+ATKD", *map(esc, tasks)]) + " \\\\")
+    lines.append(" & ".join(["teacher", "method", "+ATKD", *map(latex_escape, tasks)]) + " \\\\")
     lines.append("\\midrule")
     for teacher, method, atkd, cells in _rows(stats, tasks, pm="$\\pm$"):
-        lines.append(" & ".join([esc(teacher), esc(method), atkd, *cells]) + " \\\\")
+        lines.append(" & ".join([latex_escape(teacher), latex_escape(method), atkd, *cells]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(lines)

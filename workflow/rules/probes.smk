@@ -41,6 +41,7 @@ rule landscape:
         world=rules.world.output.manifest,
     output:
         f"{RESULTS}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/summary.csv",
+        f"{RESULTS}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/landscape.csv",
     params:
         run=lambda w: run_dir(w.method, w.teacher, w.atkd, w.seed),
         world=parent("input", 1),

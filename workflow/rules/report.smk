@@ -25,8 +25,8 @@ rule report:
     input:
         metrics=rules.collect.output,
         models=rules.model_table.output,
-        probes=[f"{d}/summary.csv" for d in probe_dirs()],
-        landscapes=[f"{d}/summary.csv" for d in landscape_dirs()],
+        probes=[f"{d}/{f}.csv" for d in probe_dirs() for f in ("summary", "tokens")],
+        landscapes=[f"{d}/{f}.csv" for d in landscape_dirs() for f in ("summary", "landscape")],
     output:
         f"{RESULTS}/tables/main.csv",
         f"{RESULTS}/tables/main.md",
@@ -40,7 +40,11 @@ rule report:
             if probe_dirs()
             else []
         ),
-        *([f"{FIGURES}/landscape.{x}" for x in ("png", "pdf")] if landscape_dirs() else []),
+        *(
+            [f"{FIGURES}/{f}.{x}" for f in ("landscape", "landscape_2d") for x in ("png", "pdf")]
+            if landscape_dirs()
+            else []
+        ),
         *(
             [f"{RESULTS}/tables/analyses.{x}" for x in ("csv", "md", "tex")]
             + [f"{FIGURES}/analyses.{x}" for x in ("png", "pdf")]
