@@ -20,7 +20,18 @@ if not config:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 from atkd.config import check_study
+from atkd.eval.harness import resolve_instruct_sets
 from atkd.plugins import load_plugins
+
+# Instruction sets may be given as a glob or a list (`instruct_sets: ../data/*.jsonl`): every process
+# resolves them the same way, from the working directory, to {name: absolute path}.
+if config["evaluation"].get("instruct_sets"):
+    try:
+        config["evaluation"]["instruct_sets"] = {
+            name: str(path) for name, path in resolve_instruct_sets(config["evaluation"]["instruct_sets"]).items()
+        }
+    except ValueError as err:
+        raise ValueError(f"evaluation.instruct_sets: {err}") from None
 
 # Once, in the invocation that plans the DAG (not again in every cluster job that runs one rule).
 if workflow.is_main_process:

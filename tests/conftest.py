@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import yaml
@@ -50,22 +52,29 @@ def judge_server():
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, judge_server):
-    """The smoke workflow run once locally (`snakemake all --cores 2`), with the README's plugin example,
-    an instruction set from outside the world and an LLM judge (a local HTTP endpoint) added:
-    (directory, config path, completed process). The end-to-end test checks it; the SLURM test compares
-    its own run with it."""
+    """The smoke workflow run once locally (`snakemake all --cores 2`) the way a user runs it: from a
+    project directory holding the `Snakefile`, `workflow/` and `config/`, with the README's plugin example
+    saved as written (`my_kd.py` next to the Snakefile, `plugins: [my_kd.py]`), the instruction sets named
+    by a relative glob outside the project (as `../shared/data/instruct-eval/*.jsonl` would be) and an LLM
+    judge (a local HTTP endpoint). Returns (directory, config path, completed process, project
+    directory). The end-to-end test checks it; the SLURM test compares its own run with it."""
     tmp_path = tmp_path_factory.mktemp("smoke")
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy2(ROOT / "Snakefile", project / "Snakefile")
+    for folder in ("workflow", "config"):
+        shutil.copytree(ROOT / folder, project / folder)
     code, example = readme_example()
-    plugin = tmp_path / example["plugins"][0]
-    plugin.write_text(code)
-    base = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
-    outside = tmp_path / "outside.jsonl"  # an instruction set in the study's format, from outside the world
-    outside.write_text(
+    (project / example["plugins"][0]).write_text(code)
+    sets = tmp_path / "instruct-eval"  # instruction sets in the study's format, from outside the world
+    sets.mkdir()
+    (sets / "outside.jsonl").write_text(
         '{"instruction": "Name a colour.", "output": "Red."}\n{"instruction": "Say hi.", "output": "Hi!"}\n'
     )
+    base = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     judge = {"url": judge_server, "model": "fake-judge", "api_key_env": "ATKD_TEST_JUDGE_KEY"}
-    evaluation = {**base["evaluation"], "instruct_sets": {"outside": str(outside)}, "judge": judge}
+    evaluation = {**base["evaluation"], "instruct_sets": "../instruct-eval/*.jsonl", "judge": judge}
     methods = {**base["methods"], **example["methods"]}
-    cfg = smoke_config(tmp_path, plugins=[str(plugin)], methods=methods, evaluation=evaluation)
-    out = snakemake("all", "--cores", "2", "--configfile", str(cfg), timeout=1800)
-    return tmp_path, cfg, out
+    cfg = smoke_config(tmp_path, plugins=example["plugins"], methods=methods, evaluation=evaluation)
+    out = snakemake("all", "--cores", "2", "--configfile", str(cfg), timeout=1800, cwd=project)
+    return tmp_path, cfg, out, project

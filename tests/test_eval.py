@@ -19,7 +19,7 @@ from atkd.data.suites import GENERATION_SUITES, SUITE_NAMES, UNDERSTANDING_SUITE
 from atkd.data.template import INSTRUCTION_HEADER, format_prompt  # noqa: E402
 from atkd.data.world import generate_world  # noqa: E402
 from atkd.eval import evaluate, validate_suites  # noqa: E402
-from atkd.eval.harness import task_config  # noqa: E402
+from atkd.eval.harness import check_instruct_sets, resolve_instruct_sets, suite_files, task_config  # noqa: E402
 from atkd.eval.tasks import utils  # noqa: E402
 from atkd.models import build_model, save_model, train_tokenizer  # noqa: E402
 from atkd.models.tokenizer import iter_texts  # noqa: E402
@@ -402,6 +402,40 @@ def test_outside_instruction_set_is_a_generation_task(model_dir, tmp_path):
         assert g["scores"]["rougeL"] == pytest.approx(utils.rouge_l(g["answer"], g["reference"]))
 
 
+def test_cli_instruct_sets_by_glob_and_name_sampled_over_seeds(model_dir, tmp_path, monkeypatch):
+    """`--instruct-set` takes patterns (files named by stem) and NAME=PATH; the sampling protocol gives
+    per-seed Rouge-L rows and their mean for outside sets too, and each generation records its seed."""
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    _instruct_file(sets / "dolly.jsonl")  # a built-in suite's name: becomes `dollyeval`
+    _instruct_file(sets / "koalas.jsonl")
+    named = _instruct_file(tmp_path / "x.jsonl")
+    monkeypatch.chdir(tmp_path)
+    argv = ["evaluate", "--model", str(model_dir), "--out", "out", "--max-new-tokens", "4", "--threads", "1"]
+    argv += [
+        "--instruct-set",
+        "sets/*.jsonl",
+        f"mine={named}",
+        "--temperature",
+        "1",
+        "--sample-seeds",
+        "10",
+        "20",
+    ]
+    assert cli.main(argv) == 0
+    _, rows = read_csv(tmp_path / "out" / "metrics.csv")
+    got = {(r["task"], r["metric"]): float(r["value"]) for r in rows}
+    assert set(got) == {
+        (t, m) for t in ("dollyeval", "koalas", "mine") for m in ("rougeL", "rougeL@10", "rougeL@20")
+    }
+    for task in ("dollyeval", "koalas", "mine"):
+        assert got[(task, "rougeL")] == pytest.approx(
+            (got[(task, "rougeL@10")] + got[(task, "rougeL@20")]) / 2
+        )
+    gens = [json.loads(x) for x in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
+    assert len(gens) == 3 * 3 * 2 and {g["sample_seed"] for g in gens} == {10, 20}
+
+
 def test_outside_sets_fail_early_with_file_and_line(model_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
@@ -420,6 +454,58 @@ def test_outside_sets_fail_early_with_file_and_line(model_dir, tmp_path):
     with pytest.raises(FileNotFoundError):
         evaluate(model_dir, None, [], tmp_path / "out", instruct_sets={"gone": tmp_path / "gone.jsonl"})
     assert not (tmp_path / "out").exists()
+
+
+def test_instruct_sets_by_name_glob_or_list(tmp_path, monkeypatch):
+    """Every config form resolves to {name: absolute path}; relative paths from the working directory."""
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    a, b = _instruct_file(sets / "alpha.jsonl"), _instruct_file(sets / "beta-2.jsonl")
+    (sets / "notes.txt").write_text("not a set")
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert check_instruct_sets("../sets/*.jsonl") == {"alpha": a, "beta-2": b}
+    assert check_instruct_sets(["../sets/beta-2.jsonl", str(a)]) == {"beta-2": b, "alpha": a}
+    assert check_instruct_sets({"mine": "../sets/alpha.jsonl"}) == {"mine": a}
+    assert resolve_instruct_sets("*.jsonl", base=sets) == {"alpha": a, "beta-2": b}
+    with pytest.raises(
+        ValueError, match=r"'\.\./sets/\*\.json' matches no file \(relative patterns are resolved"
+    ):
+        check_instruct_sets("../sets/*.json")
+    with pytest.raises(ValueError, match="a named set is one file"):
+        check_instruct_sets({"all": "../sets/*.jsonl"})
+    other = tmp_path / "other"
+    other.mkdir()
+    _instruct_file(other / "alpha.jsonl")
+    with pytest.raises(ValueError, match="two instruction sets are named 'alpha'"):
+        check_instruct_sets(["../sets/*.jsonl", "../other/*.jsonl"])
+    _instruct_file(other / "2024.jsonl")
+    with pytest.raises(ValueError, match=r"name '2024' .*\(name the set"):
+        check_instruct_sets("../other/2024.jsonl")
+    with pytest.raises(FileNotFoundError, match="file not found: .*gone.jsonl"):
+        check_instruct_sets(["../sets/gone.jsonl"])
+
+
+def test_instruct_set_input_of_the_wrong_type_fails_with_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    lines = [
+        '{"instruction": "a", "input": null, "output": "b"}',
+        "",
+        '{"instruction": "c", "input": 5, "output": "d"}',
+    ]
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: field 'input' must be"):
+        check_instruct_sets({"bad": bad})
+
+
+@pytest.mark.skipif(not SHARED_SETS.is_dir(), reason="the shared instruct-eval sets are not on this machine")
+def test_the_shared_sets_by_the_issue_s_relative_glob(monkeypatch):
+    """A config in the repository names `../shared/data/instruct-eval/*.jsonl` and gets every set."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the repository, a sibling of ../shared
+    sets = check_instruct_sets("../shared/data/instruct-eval/*.jsonl")
+    assert set(sets) >= {"dollyeval", "self-inst", "vicunaeval"}  # not the synthetic dolly and vicuna
+    assert all(p.parent == SHARED_SETS.resolve() for p in sets.values())
 
 
 @pytest.mark.skipif(not SHARED_SETS.is_dir(), reason="the shared instruct-eval sets are not on this machine")
@@ -482,6 +568,26 @@ def test_benchmarks_by_lm_eval_name(world, model_dir, tmp_path):
     got = {(r["task"], r["metric"]): r for r in rows}
     assert set(got) == {("mc", "acc"), ("gen", "rougeL"), ("gen", "judge_ratio")}
     assert got[("mc", "acc")]["n"] == 2 and got[("mc", "acc")]["run"] == "b"
+    # every benchmark answer is in the generations file, scored as in the tidy rows
+    gens = [json.loads(x) for x in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
+    assert (
+        sorted((g["task"], g["subtask"]) for g in gens)
+        == [("gen", "atkd_dolly")] * 2 + [("mc", "atkd_mmlu")] * 2
+    )
+    mc = [g for g in gens if g["task"] == "mc"]
+    assert all(
+        g["run"] == "b" and g["prompt"].count(INSTRUCTION_HEADER) == 3 for g in mc
+    )  # 2 shots + question
+    docs = {d["id"]: d for d in utils.read_docs(suite_files(world, "mmlu")[0], "multiple_choice")}
+    for g, doc in zip(mc, list(docs.values())[:2], strict=True):  # lm-eval's doc ids: the first two
+        lls = g["scores"]["loglikelihoods"]
+        assert len(lls) == len(doc["choices"]) and g["answer"] == doc["choices"][lls.index(max(lls))]
+        assert g["reference"] == doc["choices"][doc["gold"]]
+        assert g["scores"]["acc"] == float(g["answer"] == g["reference"])
+    assert sum(g["scores"]["acc"] for g in mc) / 2 == pytest.approx(got[("mc", "acc")]["value"])
+    gen = [g for g in gens if g["task"] == "gen"]
+    assert all(isinstance(g["answer"], str) and g["reference"] for g in gen)
+    assert sum(g["scores"]["rougeL"] for g in gen) / 2 == pytest.approx(got[("gen", "rougeL")]["value"])
     with pytest.raises(ValueError, match=r"lm-eval has no task 'atkd_mmlo'; close: atkd_mmlu"):
         check_benchmarks({"x": {"task": "atkd_mmlo"}}, benchmark_task_manager(include))
     with pytest.raises(ValueError, match="not a suite"):

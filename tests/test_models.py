@@ -133,3 +133,13 @@ def test_cli_tokenizer_init_model_ladder(world, tmp_path, capsys):
         build_model("neox-32x2", model.config.vocab_size, seed=5).gpt_neox.embed_in.weight,
     )
     assert '"neox-48x2"' in capsys.readouterr().out
+
+
+def test_resolve_device_auto_picks_a_visible_gpu_or_the_cpu():
+    from atkd.models import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")

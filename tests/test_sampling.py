@@ -127,6 +127,44 @@ def test_batched_left_padded_generation_equals_one_at_a_time(model, examples, to
     assert batched == single
 
 
+def test_generation_uses_the_kv_cache(model, examples, tok, monkeypatch):
+    """After the prompt, every forward pass feeds one new token per row and reads the cached keys and
+    values (a generation without the cache would feed the whole sequence again); greedy answers equal
+    those of a cache-free generation."""
+    prompts = [prompt_ids(e) for e in examples[:3]]
+    width = max(len(p) for p in prompts)
+    kw = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_new_tokens=5, temperature=0)
+    seen = []
+    forward = type(model).forward
+
+    def spy(self, *args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 4 / 5 name it differently
+        seen.append((ids.shape[1], None if cache is None else cache.get_seq_length()))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    cached = generate(model, prompts, batch_size=3, **kw)
+    assert seen[0][0] == width and len(seen) >= 2
+    for step, (length, cached_length) in enumerate(seen[1:]):  # the cache holds prompt + earlier tokens
+        assert length == 1 and cached_length == width + step
+    monkeypatch.undo()
+    prompt_batch = torch.full((3, width), tok.pad_token_id)
+    mask = torch.zeros_like(prompt_batch)
+    for i, p in enumerate(prompts):
+        prompt_batch[i, width - len(p) :], mask[i, width - len(p) :] = torch.tensor(p), 1
+    plain = model.generate(
+        input_ids=prompt_batch,
+        attention_mask=mask,
+        max_new_tokens=5,
+        do_sample=False,
+        use_cache=False,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    assert [cut_at_eos(r, tok.eos_token_id) for r in plain[:, width:].tolist()] == cached
+
+
 def test_eos_is_kept_as_the_only_target_when_the_model_stops(model, examples, tok):
     fresh = build_model("neox-32x2", len(tok), seed=0, eos_token_id=tok.eos_token_id)
     stopper = force_eos(fresh, tok.eos_token_id)

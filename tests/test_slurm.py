@@ -77,7 +77,7 @@ def _cancel_all_jobs() -> None:
 
 
 def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_path):
-    local_dir, local_cfg, local_out = smoke_run
+    local_dir, local_cfg, local_out, project = smoke_run
     assert local_out.returncode == 0, "the local smoke run failed (see test_smoke_workflow_end_to_end)"
     cfg = yaml.safe_load(local_cfg.read_text())  # the same study, written elsewhere
     cfg["results"] = str(tmp_path / "results")
@@ -89,7 +89,7 @@ def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_
         "-m",
         "snakemake",
         "--profile",
-        str(ROOT / "workflow" / "profiles" / "slurm"),
+        str(project / "workflow" / "profiles" / "slurm"),
         "all",
         "--configfile",
         str(config),
@@ -119,7 +119,7 @@ def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_
         "1",
     ]
     out = subprocess.run(
-        ["timeout", "-k", "30", "2400", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=2500
+        ["timeout", "-k", "30", "2400", *cmd], cwd=project, capture_output=True, text=True, timeout=2500
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
     assert "slurm" in (out.stdout + out.stderr).lower()

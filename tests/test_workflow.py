@@ -33,6 +33,14 @@ def test_dry_run_plans_every_run(configfile):
     counts = job_counts(out)
     assert counts["distill"] == expected and counts["evaluate"] == expected
     assert counts["teacher"] == n_teachers and counts["evaluate_teacher"] == n_teachers
+    # a teacher's answers (SeqKD) are generated once per teacher, whatever the seeds and ATKD variants
+    answering = {
+        t
+        for m in cfg["methods"].values()
+        if m.get("sampling", {}).get("source") == "teacher"
+        for t in (cfg["teachers"] if m.get("teachers", "all") == "all" else m["teachers"])
+    }
+    assert answering and counts["teacher_generate"] == len(answering)
 
 
 def _set(*path_and_value):
@@ -69,6 +77,10 @@ CONFIG_ERRORS = [
     (
         _set("evaluation", "instruct_sets", lambda tmp: {"real": str(tmp / "missing.jsonl")}),
         r"evaluation.instruct_sets: .*missing.jsonl",
+    ),
+    (
+        _set("evaluation", "instruct_sets", lambda tmp: str(tmp / "sets" / "*.jsonl")),
+        r"evaluation.instruct_sets: '.*sets/\*\.jsonl' matches no file",
     ),
     (_set("evaluation", "num_fewshot", {"dolly": 2}), r"evaluation.num_fewshot: 'dolly' .*; valid: mmlu"),
     (
@@ -110,7 +122,7 @@ def test_schema_rejects_unknown_suites_before_any_job(tmp_path):
 def test_smoke_workflow_end_to_end(smoke_run):
     """The whole DAG on the smoke config, in a temporary directory: tidy table, main table, figure; with
     the README's worked plugin example (a user's own module and method) added as written."""
-    tmp_path, cfg, out = smoke_run
+    tmp_path, cfg, out, project = smoke_run
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = tmp_path / "results"
     metrics = pd.read_csv(results / "metrics.csv", keep_default_na=False)
@@ -131,10 +143,12 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert metrics.loc[metrics["metric"] != "llm_judge_ratio", "value"].between(0, 1).all()
     main = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
     assert {"avg", "outside", *smoke["evaluation"]["suites"]} <= set(main["task"])
+    # the README's plugin method (loaded as `plugins: [my_kd.py]` from the project) is in the main table
+    assert set(main.loc[main["method"] == "hellinger", "atkd"]) == {"off", "on"}
     for ext in ("png", "pdf"):
         assert (tmp_path / "figures" / f"teacher_sweep.{ext}").stat().st_size > 1000
     # a second invocation finds everything up to date
-    again = snakemake("all", "--cores", "2", "--configfile", str(cfg), "-n", timeout=120)
+    again = snakemake("all", "--cores", "2", "--configfile", str(cfg), "-n", timeout=120, cwd=project)
     assert "Nothing to be done" in again.stdout + again.stderr
 
 

@@ -24,11 +24,11 @@ def smoke_config(tmp_path: Path, **changes) -> Path:
     return path
 
 
-def snakemake(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
-    """`python -m snakemake ARGS` in the repository, offline."""
+def snakemake(*args: str, timeout: int = 60, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`python -m snakemake ARGS` in the repository (or another directory holding a Snakefile), offline."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(
-        [*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+        [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
     )
 
 

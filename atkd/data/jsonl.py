@@ -27,17 +27,21 @@ def _type_name(t: TypeSpec) -> str:
 
 
 def read_jsonl(
-    path: str | Path, required: Iterable[str] | Mapping[str, TypeSpec] = ("instruction", "output")
+    path: str | Path,
+    required: Iterable[str] | Mapping[str, TypeSpec] = ("instruction", "output"),
+    optional: Mapping[str, TypeSpec] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the JSON objects of a JSON-lines file, one per non-blank line.
 
     `required` names fields that must be present; given as names they must be strings, given as a
     mapping name -> type (or tuple of types) they must have that type (e.g. `{"choices": list}`).
+    `optional` fields (name -> type) may be absent or null, and otherwise must have their type.
     Raises `ValueError("<path>:<line>: ...")` (1-based line) on undecodable bytes, bad JSON, a value that
-    is not an object, or a missing / ill-typed required field.
+    is not an object, or a missing / ill-typed field.
     """
     path = Path(path)
     spec = _required_spec(required)
+    optional = dict(optional or {})
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
@@ -58,6 +62,13 @@ def read_jsonl(
                 value = obj[name]
                 # bool is an int subclass in Python; never accept it where a number is required.
                 if not isinstance(value, typ) or (isinstance(value, bool) and bool not in _as_tuple(typ)):
+                    got = type(value).__name__
+                    raise ValueError(f"{path}:{lineno}: field {name!r} must be {_type_name(typ)}, got {got}")
+            for name, typ in optional.items():
+                value = obj.get(name)
+                if value is not None and (
+                    not isinstance(value, typ) or (isinstance(value, bool) and bool not in _as_tuple(typ))
+                ):
                     got = type(value).__name__
                     raise ValueError(f"{path}:{lineno}: field {name!r} must be {_type_name(typ)}, got {got}")
             yield obj

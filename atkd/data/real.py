@@ -33,7 +33,8 @@ FIELDS = ("instruction", "input", "output")
 def _rows(source: str, split: str, required: Iterable[str]) -> Iterable[Mapping[str, Any]]:
     path = Path(source)
     if path.is_file() and path.suffix == ".jsonl":
-        return read_jsonl(path, required=tuple(required))  # errors name the file and line
+        # errors name the file and line
+        return read_jsonl(path, required=tuple(required), optional={"input": str})
     try:
         import datasets
     except ImportError as err:  # pragma: no cover - lm-eval depends on datasets

@@ -153,24 +153,91 @@ def task_config(
 
 
 _SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+InstructSetsSpec = Mapping[str, str | Path] | Sequence[str | Path] | str | Path | None
 
 
-def check_instruct_sets(sets: Mapping[str, str | Path] | None) -> dict[str, Path]:
-    """Outside instruction sets {name: JSONL path}: names new and well formed, files present and valid
-    (a malformed line fails here with file and line number, before any model is loaded)."""
+def resolve_instruct_sets(sets: InstructSetsSpec, base: str | Path | None = None) -> dict[str, Path]:
+    """The config's outside instruction sets as {name: absolute path}, without reading them.
+
+    Accepted forms: {name: path}; a path or glob pattern (`../shared/data/instruct-eval/*.jsonl`); or a
+    list of paths and patterns. Files named by pattern or list are named by their stem (`self-inst.jsonl`
+    -> `self-inst`), with `eval` appended where the stem is a built-in suite's name (`dolly.jsonl` ->
+    `dollyeval`, the study's DollyEval), so they never clash with the synthetic suites. Relative paths
+    are resolved from `base` (default: the working directory, which under Snakemake is the workflow's
+    directory). A pattern that matches nothing and two files with the same name fail here.
+    """
+    root = Path(base) if base is not None else Path.cwd()
+    if sets is None:
+        return {}
+    if isinstance(sets, Mapping):
+        named = []
+        for name, path in sets.items():
+            if _GLOB_CHARS.search(str(path)):
+                raise ValueError(
+                    f"{name}: {path!r} is a pattern; a named set is one file (list patterns instead:"
+                    " `instruct_sets: [dir/*.jsonl]` names each file by its stem)"
+                )
+            named.append((str(name), _absolute(root, path)))
+    else:
+        entries = [sets] if isinstance(sets, (str, Path)) else list(sets)
+        named = []
+        for entry in entries:
+            if not isinstance(entry, (str, Path)):
+                raise ValueError(f"expected a path or a glob pattern, got {entry!r}")
+            for path in _expand(root, entry):
+                named.append((path.stem + "eval" if path.stem in SUITE_NAMES else path.stem, path))
+    out: dict[str, Path] = {}
+    for name, path in named:
+        if name in out and out[name] != path:
+            raise ValueError(
+                f"two instruction sets are named {name!r}: {out[name]} and {path} (name them: {{name: path}})"
+            )
+        out[name] = path
+    return out
+
+
+def _absolute(root: Path, path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    return (p if p.is_absolute() else root / p).resolve()
+
+
+def _expand(root: Path, entry: str | Path) -> list[Path]:
+    text = str(Path(entry).expanduser())
+    if not _GLOB_CHARS.search(text):
+        return [_absolute(root, text)]
+    pattern = Path(text)
+    if pattern.is_absolute():
+        matches = sorted(Path(pattern.anchor).glob(str(pattern.relative_to(pattern.anchor))))
+    else:
+        matches = sorted(root.glob(text))
+    files = [m.resolve() for m in matches if m.is_file()]
+    if not files:
+        raise ValueError(f"{text!r} matches no file (relative patterns are resolved from {root})")
+    return files
+
+
+def check_instruct_sets(sets: InstructSetsSpec, base: str | Path | None = None) -> dict[str, Path]:
+    """Outside instruction sets (any form `resolve_instruct_sets` accepts): names new and well formed,
+    files present and valid (a malformed line fails here with file and line number, before any model is
+    loaded). Returns {name: absolute path}."""
     from atkd.eval.tasks.utils import read_docs
 
-    out = {}
-    for name, path in (sets or {}).items():
+    out = resolve_instruct_sets(sets, base)
+    for name, path in out.items():
         if not _SET_NAME.fullmatch(name):
             raise ValueError(
-                f"instruction set name {name!r}: use letters, digits, '_' or '-', starting with a letter"
+                f"instruction set name {name!r} ({path}): use letters, digits, '_' or '-', starting with a"
+                " letter (name the set: {name: path})"
             )
         if name in SUITE_NAMES:
-            raise ValueError(f"instruction set name {name!r} is a built-in suite; pick another name")
-        path = Path(path).resolve()
+            raise ValueError(
+                f"instruction set name {name!r} ({path}) is a built-in suite; name it: {{other_name: path}}"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"instruction set {name!r}: file not found: {path}")
         read_docs(path, "instruct")
-        out[name] = path
     return out
 
 
@@ -240,6 +307,54 @@ def benchmark_rows(
     return rows
 
 
+def benchmark_records(
+    results: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One generation record per benchmark document, as for the suites: `task` (the config's name),
+    `subtask` (lm-eval's, e.g. a subject of MMLU), id, prompt, answer (the chosen option of a
+    log-likelihood task, else the generated text after lm-eval's filter), reference (lm-eval's target)
+    and the document's numeric scores. Benchmarks' documents differ in shape, so only these fields."""
+    owner: dict[str, str] = {}
+    children = results.get("group_subtasks", {})
+
+    def claim(task: str, name: str) -> None:
+        owner.setdefault(task, name)
+        for child in children.get(task, []):
+            claim(child, name)
+
+    for name, spec in specs.items():
+        claim(spec["task"], name)
+    out = []
+    for subtask, samples in sorted(results.get("samples", {}).items()):
+        for s in sorted(samples, key=lambda s: s["doc_id"]):
+            args = [list(a) if isinstance(a, list | tuple) else [a] for a in s.get("arguments", [])]
+            resps = s.get("filtered_resps", [])
+            scored = {k: float(v) for k, v in s.items() if isinstance(v, int | float) and k != "doc_id"}
+            rec: dict[str, Any] = {
+                **(meta or {}),
+                "task": owner.get(subtask, subtask),
+                "subtask": subtask,
+                "id": s["doc_id"],
+                "prompt": str(args[0][0]) if args else "",
+            }
+            target = s.get("target", "")
+            options = len(args) > 1 and all(len(a) > 1 and isinstance(a[1], str) for a in args)
+            if options:  # a log-likelihood task: the answer is the most likely option, the target its index
+                lls = [float(r[0] if isinstance(r, list | tuple) else r) for r in resps]
+                best = max(range(len(lls)), key=lls.__getitem__) if lls else None
+                rec["answer"] = args[best][1].strip() if best is not None else ""
+                scored["loglikelihoods"] = lls
+                if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < len(args):
+                    target = args[target][1].strip()
+            else:
+                first = resps[0] if resps else ""
+                rec["answer"] = first if isinstance(first, str) else json.dumps(first, default=str)
+            rec["reference"] = target if isinstance(target, str) else json.dumps(target, default=str)
+            rec["scores"] = scored
+            out.append(rec)
+    return out
+
+
 def instruct_task_config(
     name: str, path: str | Path, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0
 ) -> dict[str, Any]:
@@ -304,15 +419,15 @@ def write_task_yamls(
     return paths
 
 
-def make_lm(model: str | Path, *, batch_size: int = 8, device: str = "cpu") -> HFLM:
+def make_lm(model: str | Path, *, batch_size: int = 8, device: str = "auto") -> HFLM:
     """Load model and tokenizer with `from_pretrained` (local directory or Hub id alike) and wrap them in
     lm-eval's HFLM. `add_bos_token=False`: prompts are tokenised as in training (no special tokens added)."""
     from lm_eval.models.huggingface import HFLM
 
-    from atkd.models import load_model, load_tokenizer
+    from atkd.models import load_model, load_tokenizer, resolve_device
 
     tokenizer = load_tokenizer(model)
-    hf_model = load_model(model, device=device).eval()
+    hf_model = load_model(model, device=resolve_device(device)).eval()
     if hf_model.generation_config.eos_token_id is None:  # generation must stop at EOS
         hf_model.generation_config.eos_token_id = tokenizer.eos_token_id
     return HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=False)
@@ -400,7 +515,7 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 8,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    device: str = "cpu",
+    device: str = "auto",
     seed: int = 0,
     temperature: float = 0.0,
     fewshot_seed: int = DEFAULT_FEWSHOT_SEED,
@@ -501,7 +616,7 @@ def evaluate(
                 task_manager=bench_tm,
                 limit=limit,
                 bootstrap_iters=0,
-                log_samples=False,
+                log_samples=True,  # the generations file holds every benchmark answer too
                 random_seed=seed,
                 numpy_random_seed=seed,
                 torch_random_seed=seed,
@@ -526,6 +641,7 @@ def evaluate(
         rows.append({**seeded[0], "metric": metric, "value": sum(r["value"] for r in seeded) / len(seeded)})
     for results, group in bench_results:
         rows += benchmark_rows(results, group, meta)
+        gens += benchmark_records(results, group, meta)
     suites = [*suites, *bench]
     order = {s: i for i, s in enumerate(suites)}
     rows.sort(key=lambda r: order[r["task"]])
@@ -567,6 +683,14 @@ def _meta_item(item: str) -> tuple[str, str]:
     return key, value
 
 
+def _instruct_item(item: str) -> tuple[str | None, str]:
+    """`NAME=PATH`, or a path or glob pattern whose files are named by their stems."""
+    key, sep, value = item.partition("=")
+    if sep and _SET_NAME.fullmatch(key):
+        return key, value
+    return None, item
+
+
 def _shots_item(item: str) -> tuple[str, int]:
     key, value = _meta_item(item)
     try:
@@ -585,7 +709,12 @@ def _benchmark_item(item: str) -> tuple[str, dict[str, Any]]:
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    sets = dict(args.instruct_set)
+    named = {name: path for name, path in args.instruct_set if name is not None}
+    patterns = [path for name, path in args.instruct_set if name is None]
+    try:
+        sets = {str(k): str(v) for k, v in resolve_instruct_sets(patterns).items()} | named
+    except ValueError as err:
+        raise SystemExit(f"atkd evaluate: --instruct-set: {err}") from None
     suites = args.suites if args.suites is not None else ([] if sets or args.benchmark else list(SUITE_NAMES))
     if suites and args.world is None:
         raise SystemExit("atkd evaluate: --world is required for the world's suites")
@@ -641,17 +770,18 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--instruct-set",
         nargs="*",
-        type=_meta_item,
+        type=_instruct_item,
         default=[],
-        metavar="NAME=PATH",
-        help="outside instruction sets (JSONL: instruction, optional input, output) as generation tasks",
+        metavar="NAME=PATH|PATTERN",
+        help="outside instruction sets (JSONL: instruction, optional input, output) as generation tasks:"
+        " NAME=PATH, or paths / glob patterns (quoted) whose files are named by their stems",
     )
     p.add_argument("--out", required=True, help="output directory (metrics.csv, generations.jsonl, ...)")
     p.add_argument("--limit", type=int, default=None, help="first N documents of each suite")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the study); >0 samples")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (a GPU where visible), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--sample-seeds",

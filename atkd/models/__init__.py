@@ -15,6 +15,7 @@ _EXPORTS = {
     "count_params": "atkd.models.ladder",
     "load_model": "atkd.models.ladder",
     "make_config": "atkd.models.ladder",
+    "resolve_device": "atkd.models.ladder",
     "save_model": "atkd.models.ladder",
     "load_tokenizer": "atkd.models.tokenizer",
     "save_tokenizer": "atkd.models.tokenizer",

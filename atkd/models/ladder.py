@@ -123,6 +123,15 @@ def save_model(
     return Path(out_dir)
 
 
+def resolve_device(name: str) -> str:
+    """`auto` -> `cuda` where a GPU is visible, else `cpu`; an explicit CUDA device without CUDA fails."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(name).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return name
+
+
 def load_model(
     path_or_hub_id: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> PreTrainedModel:

@@ -25,7 +25,7 @@ import torch
 
 from atkd.fsutil import atomic_write_csv
 from atkd.losses import token_parts
-from atkd.models.ladder import load_model
+from atkd.models.ladder import load_model, resolve_device
 from atkd.models.tokenizer import load_tokenizer
 from atkd.train.data import collate, load_examples
 
@@ -43,9 +43,10 @@ def probe_tokens(
     limit: int | None = None,
     batch_size: int = 16,
     max_length: int = 512,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> pd.DataFrame:
     """Per-token UnC and KD parts of `teacher` against `student` on the first `limit` records of `data`."""
+    device = resolve_device(device)
     tok = load_tokenizer(student)
     examples = load_examples(data, tok, max_length)[:limit]
     t_model = load_model(teacher, device).eval()
@@ -140,6 +141,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="first N records")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (a GPU where visible), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_run_cli)

@@ -63,7 +63,7 @@ def encode_record(record: dict, tokenizer: PreTrainedTokenizerBase, max_length: 
 def load_sft(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[Example]:
     """Tokenise every record of a JSONL instruction file (records with no room for a target are dropped)."""
     examples, dropped, truncated = [], 0, 0
-    for rec in read_jsonl(path):
+    for rec in read_jsonl(path, optional={"input": str}):
         ex = encode_record(rec, tokenizer, max_length)
         if ex is None:
             dropped += 1

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from atkd.data.jsonl import read_jsonl
 from atkd.data.template import format_example
 from atkd.fsutil import atomic_write_text
-from atkd.models.ladder import load_model
+from atkd.models.ladder import load_model, resolve_device
 from atkd.models.tokenizer import load_tokenizer
 from atkd.train.sampling import generate
 
@@ -39,7 +39,7 @@ def generate_file(
     seed: int = 0,
     batch_size: int = 64,
     limit: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     threads: int | None = None,
     progress: bool = True,
 ) -> Path:
@@ -47,12 +47,13 @@ def generate_file(
 
     Prompts are batched in order of length (less padding); each batch's sampling is seeded from `seed`
     and the batch number, so the file is a function of the arguments alone."""
-    records = list(read_jsonl(data, {"instruction": str, "output": str}))
+    records = list(read_jsonl(data, {"instruction": str, "output": str}, optional={"input": str}))
     if limit is not None:
         records = records[:limit]
     if not records:
         raise ValueError(f"{data}: no records")
     tokenizer = load_tokenizer(model)
+    device = resolve_device(device)
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -129,7 +130,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--limit", type=int, default=None, help="first N records only")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (a GPU where visible), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_cli)

@@ -24,7 +24,10 @@ GENERATED_DIR = f"{RESULTS}/generated"
 STUDENT_BASE = f"{RESULTS}/models/student-base"
 RUNS = f"{RESULTS}/runs"
 LOGS = f"{RESULTS}/logs"
+JUDGE_CACHE = f"{RESULTS}/judge_cache.sqlite"  # every LLM judgement of the study (atkd judge --cache)
 BENCH = f"{RESULTS}/benchmarks"  # Snakemake benchmark files: wall and CPU time, memory per job
+# Outside instruction sets (resolved to absolute paths by the Snakefile): inputs, so an edit re-evaluates.
+INSTRUCT_SET_FILES = list(config["evaluation"].get("instruct_sets", {}).values())
 NO_TEACHER = "none"
 # Token probes (`atkd probe`): on by default, over the first `limit` validation records.
 PROBES = {"enabled": True, "limit": 200} | config.get("probes", {})
@@ -341,6 +344,8 @@ def judge_args(w):
     sets = list(config["evaluation"].get("instruct_sets", {}))
     if sets:
         args += " --tasks {}".format(" ".join(shlex.quote(s) for s in sets))
+    # one cache for every judged model: an answer several students share (identical objectives) is paid once
+    args += f" --cache {shlex.quote(JUDGE_CACHE)}"
     return f"{args} --meta {judge_meta(w.model_dir)}"
 
 

@@ -8,6 +8,7 @@ rule evaluate:
     input:
         run=f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json",
         world=rules.world.output.manifest,
+        sets=INSTRUCT_SET_FILES,
     output:
         metrics=f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/eval/metrics.csv",
     params:
@@ -34,6 +35,7 @@ rule evaluate_teacher:
     input:
         teacher=f"{TEACHER_DIR}/{{teacher}}/train_summary.json",
         world=rules.world.output.manifest,
+        sets=INSTRUCT_SET_FILES,
     output:
         metrics=f"{TEACHER_DIR}/{{teacher}}/eval/metrics.csv",
     params:
@@ -55,8 +57,8 @@ rule evaluate_teacher:
 
 rule judge:
     """The LLM judge's scores of a model's answers on the instruct sets (`evaluation.judge`; the key comes
-    from the environment variable named there). Judgements are cached next to the scores, so a rerun or a
-    resumed run never asks twice."""
+    from the environment variable named there). Judgements are cached in one file for the whole study
+    (JUDGE_CACHE), so a rerun, a resumed run or another model with the same answer never asks twice."""
     conda:
         ENV
     input:

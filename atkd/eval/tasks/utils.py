@@ -60,10 +60,11 @@ def read_docs(path: str | Path, kind: str) -> list[dict[str, Any]]:
         raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(REQUIRED_FIELDS)}")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"suite file not found: {path} (generate the world with `atkd world`)")
+        hint = "" if kind == "instruct" else " (generate the world with `atkd world`)"
+        raise FileNotFoundError(f"suite file not found: {path}{hint}")
     docs = [
         _doc(rec, f"{path.stem}-{i:06d}", kind, f"{path}: record {i + 1}")
-        for i, rec in enumerate(read_jsonl(path, REQUIRED_FIELDS[kind]))
+        for i, rec in enumerate(read_jsonl(path, REQUIRED_FIELDS[kind], optional={"input": str}))
     ]
     if not docs:
         raise ValueError(f"{path}: no records")
