@@ -56,6 +56,13 @@ def _set(*path_and_value):
     return apply
 
 
+def _bad_set(tmp_path):
+    """An instruction set whose second line has a number where the reference answer should be."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": 3}\n')
+    return path
+
+
 CONFIG_ERRORS = [
     (_set("methods", "kd", "loss", "kl"), r"methods.kd.loss: unknown loss name 'kl'; valid: ce, dkd, fkl"),
     (
@@ -77,6 +84,10 @@ CONFIG_ERRORS = [
     (
         _set("evaluation", "instruct_sets", lambda tmp: {"real": str(tmp / "missing.jsonl")}),
         r"evaluation.instruct_sets: .*missing.jsonl",
+    ),
+    (
+        _set("evaluation", "instruct_sets", lambda tmp: {"bad": str(_bad_set(tmp))}),
+        r"evaluation.instruct_sets: .*bad\.jsonl:2: field 'output' must be str, got int",
     ),
     (
         _set("evaluation", "instruct_sets", lambda tmp: str(tmp / "sets" / "*.jsonl")),

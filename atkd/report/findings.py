@@ -56,6 +56,11 @@ def _f1(sc: pd.DataFrame, params: dict[str, float]) -> list[str]:
             )
     if not found:
         lines.append("- Not measured: no method was run with two or more teachers.")
+    else:
+        lines.append(
+            "- The best smaller teacher is picked after seeing the mean scores, which tilts each comparison"
+            " towards the claim; the interval does not correct for that choice."
+        )
     return lines + [""]
 
 
@@ -224,7 +229,10 @@ def report_markdown(
         "Written by `atkd report` from the tidy result files. Scores are the per-task primary metric and"
         f" their average over {len(tasks) or 'the evaluated'} tasks ({', '.join(tasks)}); seeds: {seeds}."
         " Paired differences over seeds with a 95% t-interval; 'inconclusive at this scale' means the"
-        " interval contains zero.",
+        " interval contains zero."
+        f" With {len(seeds)} seed(s) each interval has {max(len(seeds) - 1, 0)} degree(s) of freedom, and"
+        " the many comparisons below are not corrected for multiplicity: at 95% each one that has no real"
+        " effect still comes out 'supported' or 'not supported' one time in twenty.",
         "",
     ]
     members = analysis_scores(scores, analyses or {})
