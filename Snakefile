@@ -5,6 +5,8 @@
 #   snakemake --cores 8 all                                   # the embedded default (config/default.yaml)
 #   snakemake all --cores 2 --configfile config/smoke.yaml    # minutes; what the tests run
 
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("8.20")
@@ -24,11 +26,13 @@ from atkd.eval.harness import resolve_instruct_sets
 from atkd.plugins import load_plugins
 
 # Instruction sets may be given as a glob or a list (`instruct_sets: ../data/*.jsonl`): every process
-# resolves them the same way, from the working directory, to {name: absolute path}.
+# resolves them the same way to {name: path relative to the working directory} (relative, so moving the
+# project with its data does not change the jobs' parameters and re-run them).
 if config["evaluation"].get("instruct_sets"):
     try:
         config["evaluation"]["instruct_sets"] = {
-            name: str(path) for name, path in resolve_instruct_sets(config["evaluation"]["instruct_sets"]).items()
+            name: os.path.relpath(path)
+            for name, path in resolve_instruct_sets(config["evaluation"]["instruct_sets"]).items()
         }
     except ValueError as err:
         raise ValueError(f"evaluation.instruct_sets: {err}") from None

@@ -485,6 +485,14 @@ def test_instruct_sets_by_name_glob_or_list(tmp_path, monkeypatch):
         check_instruct_sets("../other/2024.jsonl")
     with pytest.raises(FileNotFoundError, match="file not found: .*gone.jsonl"):
         check_instruct_sets(["../sets/gone.jsonl"])
+    with pytest.raises(
+        ValueError, match=r"'\.\./sets' is a directory; name its files, e\.g\. \.\./sets/\*\.jsonl"
+    ):
+        check_instruct_sets("../sets")
+    odd = tmp_path / "proj[1]"  # glob characters in a real path: the existing file is meant
+    odd.mkdir()
+    c = _instruct_file(odd / "gamma.jsonl")
+    assert check_instruct_sets([str(c)]) == {"gamma": c} == check_instruct_sets({"gamma": str(c)})
 
 
 def test_instruct_set_input_of_the_wrong_type_fails_with_file_and_line(tmp_path):

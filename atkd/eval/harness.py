@@ -165,8 +165,9 @@ def resolve_instruct_sets(sets: InstructSetsSpec, base: str | Path | None = None
     list of paths and patterns. Files named by pattern or list are named by their stem (`self-inst.jsonl`
     -> `self-inst`), with `eval` appended where the stem is a built-in suite's name (`dolly.jsonl` ->
     `dollyeval`, the study's DollyEval), so they never clash with the synthetic suites. Relative paths
-    are resolved from `base` (default: the working directory, which under Snakemake is the workflow's
-    directory). A pattern that matches nothing and two files with the same name fail here.
+    are resolved from `base` (default: the working directory: where Snakemake runs, or its
+    `--directory`). A path that names an existing file is that file even if it holds glob characters
+    (`proj[1]/x.jsonl`). A pattern that matches nothing and two files with the same name fail here.
     """
     root = Path(base) if base is not None else Path.cwd()
     if sets is None:
@@ -174,7 +175,7 @@ def resolve_instruct_sets(sets: InstructSetsSpec, base: str | Path | None = None
     if isinstance(sets, Mapping):
         named = []
         for name, path in sets.items():
-            if _GLOB_CHARS.search(str(path)):
+            if _GLOB_CHARS.search(str(path)) and not _absolute(root, path).is_file():
                 raise ValueError(
                     f"{name}: {path!r} is a pattern; a named set is one file (list patterns instead:"
                     " `instruct_sets: [dir/*.jsonl]` names each file by its stem)"
@@ -205,8 +206,11 @@ def _absolute(root: Path, path: str | Path) -> Path:
 
 def _expand(root: Path, entry: str | Path) -> list[Path]:
     text = str(Path(entry).expanduser())
-    if not _GLOB_CHARS.search(text):
-        return [_absolute(root, text)]
+    if not _GLOB_CHARS.search(text) or _absolute(root, text).is_file():
+        path = _absolute(root, text)
+        if path.is_dir():
+            raise ValueError(f"{text!r} is a directory; name its files, e.g. {text.rstrip('/')}/*.jsonl")
+        return [path]
     pattern = Path(text)
     if pattern.is_absolute():
         matches = sorted(Path(pattern.anchor).glob(str(pattern.relative_to(pattern.anchor))))
@@ -329,11 +333,13 @@ def benchmark_records(
         for s in sorted(samples, key=lambda s: s["doc_id"]):
             args = [list(a) if isinstance(a, list | tuple) else [a] for a in s.get("arguments", [])]
             resps = s.get("filtered_resps", [])
-            scored = {k: float(v) for k, v in s.items() if isinstance(v, int | float) and k != "doc_id"}
+            metrics = s.get("metrics") or [k for k in s if k not in ("doc_id", "target")]
+            scored = {k: float(s[k]) for k in metrics if isinstance(s.get(k), int | float) and k in s}
             rec: dict[str, Any] = {
                 **(meta or {}),
                 "task": owner.get(subtask, subtask),
                 "subtask": subtask,
+                "filter": s.get("filter", "none"),
                 "id": s["doc_id"],
                 "prompt": str(args[0][0]) if args else "",
             }
@@ -712,9 +718,13 @@ def _run_cli(args: argparse.Namespace) -> int:
     named = {name: path for name, path in args.instruct_set if name is not None}
     patterns = [path for name, path in args.instruct_set if name is None]
     try:
-        sets = {str(k): str(v) for k, v in resolve_instruct_sets(patterns).items()} | named
+        found = {str(k): str(v) for k, v in resolve_instruct_sets(patterns).items()}
     except ValueError as err:
         raise SystemExit(f"atkd evaluate: --instruct-set: {err}") from None
+    clash = sorted(set(found) & set(named))
+    if clash:
+        raise SystemExit(f"atkd evaluate: --instruct-set: two instruction sets are named {clash[0]!r}")
+    sets = found | named
     suites = args.suites if args.suites is not None else ([] if sets or args.benchmark else list(SUITE_NAMES))
     if suites and args.world is None:
         raise SystemExit("atkd evaluate: --world is required for the world's suites")
