@@ -311,6 +311,21 @@ def benchmark_rows(
     return rows
 
 
+def seeded_rows(by_seed: Mapping[int, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The sampling protocol's tidy rows from each sample seed's rows: every row as `metric@<seed>`, then
+    per (task, metric) the mean over seeds as `metric` (the protocol's number; the first seed's n).
+    `atkd evaluate` and `atkd judge` both write their sampled scores this way."""
+    out: list[dict[str, Any]] = []
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for seed, rows in by_seed.items():
+        for row in rows:
+            groups.setdefault((row["task"], row["metric"]), []).append(row)
+            out.append({**row, "metric": f"{row['metric']}@{seed}"})
+    for (_, metric), seeded in groups.items():
+        out.append({**seeded[0], "metric": metric, "value": sum(r["value"] for r in seeded) / len(seeded)})
+    return out
+
+
 def benchmark_records(
     results: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
@@ -633,18 +648,15 @@ def evaluate(
             bench_results.append((results, group))
     finally:
         torch.set_num_threads(previous_threads)
-    rows, gens, per_seed = [], [], {}
+    rows, gens, by_seed = [], [], {}
     for results, sample_seed in outputs:
         if sample_seed is None:
             rows += metric_rows(results, meta)
             gens += generation_records(results, meta)
             continue
-        for row in metric_rows(results, meta):
-            per_seed.setdefault((row["task"], row["metric"]), []).append(row)
-            rows.append({**row, "metric": f"{row['metric']}@{sample_seed}"})
+        by_seed[sample_seed] = metric_rows(results, meta)
         gens += [{**g, "sample_seed": sample_seed} for g in generation_records(results, meta)]
-    for (_, metric), seeded in per_seed.items():  # the protocol's number: the mean over sample seeds
-        rows.append({**seeded[0], "metric": metric, "value": sum(r["value"] for r in seeded) / len(seeded)})
+    rows += seeded_rows(by_seed)
     for results, group in bench_results:
         rows += benchmark_rows(results, group, meta)
         gens += benchmark_records(results, group, meta)

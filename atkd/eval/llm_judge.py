@@ -58,6 +58,8 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from atkd.eval.harness import seeded_rows
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: the rate limit is per process
@@ -491,9 +493,7 @@ def task_rows(
         return [row("llm_judge_ratio", by_seed[None])]
     if None in by_seed:
         raise ValueError(f"{task}: generations mix sampled (with sample_seed) and greedy answers")
-    seeded = [row(f"llm_judge_ratio@{seed}", pairs) for seed, pairs in by_seed.items()]
-    mean = sum(r["value"] for r in seeded) / len(seeded)
-    return [*seeded, {**seeded[0], "metric": "llm_judge_ratio", "value": mean}]
+    return seeded_rows({seed: [row("llm_judge_ratio", pairs)] for seed, pairs in by_seed.items()})
 
 
 # ---------------------------------------------------------------------------------------------- CLI
