@@ -14,9 +14,19 @@ from atkd.data.template import format_prompt
 from atkd.losses import build_loss
 from atkd.models import build_model, load_model, load_tokenizer, save_model
 from atkd.train import TrainConfig, forward_backward, train
-from atkd.train.data import IGNORE_INDEX, batch_indices, collate, encode_record, load_examples, load_text
-from atkd.train.loop import check_fused_head, load_config_file, lr_lambda
-from atkd.train.teacher_cache import TeacherCache
+from atkd.train.data import (
+    BUCKET_WINDOW,
+    IGNORE_INDEX,
+    batch_indices,
+    collate,
+    encode_record,
+    epoch_order,
+    load_examples,
+    load_text,
+    padding_share,
+)
+from atkd.train.loop import _config_diff, check_fused_head, load_config_file, lr_lambda
+from atkd.train.teacher_cache import TeacherCache, build_teacher_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,6 +80,44 @@ def test_data_order_is_a_seeded_epoch_stream():
     assert batch_indices(10, 1, 0, 25)[:10] == a and sorted(batch_indices(10, 1, 10, 10)) == list(range(10))
     assert batch_indices(10, 1, 7, 6) == batch_indices(10, 1, 0, 13)[7:]
     assert batch_indices(10, 2, 0, 10) != a
+
+
+def stream(n, seed, start, stop, batch_size, lengths):
+    """Stream positions [start, stop) of a run, read step by step as the loop does."""
+    out = []
+    for pos in range(start, stop, batch_size):
+        out.extend(batch_indices(n, seed, pos, batch_size, lengths))
+    return out[: stop - start]
+
+
+def test_bucketed_order_is_a_seeded_permutation_of_similar_lengths():
+    n, bs = 1003, 8  # n % bs = 3: batches straddle epochs, so later epochs begin mid-batch
+    assert n > 2 * BUCKET_WINDOW * bs  # several windows per epoch
+    rng = np.random.default_rng(0)
+    lengths = tuple(int(x) for x in rng.integers(5, 200, size=n))
+    epochs = 3
+    whole = stream(n, 7, 0, epochs * n, bs, lengths)
+    for e in range(epochs):  # every example exactly once per epoch
+        assert sorted(whole[e * n : (e + 1) * n]) == list(range(n))
+        assert whole[e * n : (e + 1) * n] == epoch_order(n, 7, e, lengths, bs)
+    assert whole == stream(n, 7, 0, epochs * n, bs, list(lengths))  # a function of (seed, position)
+    assert whole != stream(n, 8, 0, epochs * n, bs, lengths)
+    assert whole[:n] != epoch_order(n, 7, 0)  # not the random order
+    for pos in (bs * 50, bs * 125, bs * 251, bs * 300):  # resume mid-epoch, across an epoch boundary
+        assert batch_indices(n, 7, pos, bs, lengths) == whole[pos : pos + bs]
+    batches = [whole[i : i + bs] for i in range(0, len(whole) - bs + 1, bs)]
+    straddling = {(e * n) // bs for e in range(1, epochs)}  # batches holding the end of one epoch
+    for k, b in enumerate(batches):  # ... and the start of the next; all others: one sorted window
+        if k not in straddling:
+            assert [lengths[i] for i in b] == sorted(lengths[i] for i in b), k
+    random_batches = [batch_indices(n, 7, i, bs) for i in range(0, epochs * n - bs + 1, bs)]
+    assert padding_share(batches, lengths) < 0.1 < 0.3 < padding_share(random_batches, lengths)
+    # the batches are shuffled: the first window's worth does not run from short to long
+    firsts = [lengths[b[0]] for b in batches[:BUCKET_WINDOW]]
+    assert firsts != sorted(firsts)
+    # fewer examples than a batch: still a permutation per epoch
+    assert sorted(stream(5, 0, 0, 5, 8, (3, 1, 4, 1, 5))) == list(range(5))
+    assert sorted(stream(5, 0, 10, 15, 8, (3, 1, 4, 1, 5))) == list(range(5))
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -126,6 +174,70 @@ def test_fused_head_step_equals_the_unfused_one(tok, spec, teacher_from):
     assert out[True][0]["loss"] == pytest.approx(out[False][0]["loss"], rel=1e-10)
     for name, grad in out[False][1].items():
         torch.testing.assert_close(out[True][1][name], grad, rtol=1e-8, atol=1e-12, msg=name)
+
+
+def test_bucketed_batches_give_the_loss_of_each_sequence_alone(world, tok):
+    """Padding changes nothing: per-example and total losses of bucketed (micro-)batches equal those of
+    every sequence run alone, unpadded (float64, a plain log-softmax reference)."""
+    examples = load_examples(world["train"], tok, 512)
+    lengths = [len(e.input_ids) for e in examples]
+    student = build_model("neox-32x2", len(tok), seed=0).double()
+    teacher = build_model("neox-48x2", len(tok), seed=1).double().eval()
+
+    def alone(model, ex):  # logits [T-1, V] of one unpadded sequence, aligned with its shifted labels
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([ex.input_ids])).logits[0, :-1]
+
+    def reference(i, spec):  # sum over the example's targets
+        labels = torch.tensor(examples[i].labels[1:])
+        keep = labels != IGNORE_INDEX
+        logp = torch.log_softmax(alone(student, examples[i]), -1)[keep]
+        if spec == "ce":
+            return float(-logp.gather(1, labels[keep, None]).sum())
+        p_t = torch.softmax(alone(teacher, examples[i]), -1)[keep]
+        return float((p_t * (p_t.log() - logp)).sum())
+
+    idx = batch_indices(len(examples), 0, 16, 16, lengths)
+    micro = [collate([examples[i] for i in idx[j : j + 8]], tok.pad_token_id) for j in (0, 8)]
+    assert any((b["attention_mask"] == 0).any() for b in micro)  # some padding is left to ignore
+    for spec in ("ce", "fkl"):
+        loss_fn = build_loss(spec)
+        want = [reference(i, spec) for i in idx]
+        got = []
+        for b in micro:
+            with torch.no_grad():
+                logits = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                t_logits = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            for r in range(len(b["input_ids"])):
+                row = slice(r, r + 1)
+                t_row = t_logits[row, :-1] if spec != "ce" else None
+                got.append(float(loss_fn(logits[row, :-1], t_row, b["labels"][row, 1:], num_tokens=1)))
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
+        n_targets = sum(examples[i].num_targets for i in idx)
+        stats = forward_backward(student, micro, loss_fn, teacher if spec != "ce" else None)
+        student.zero_grad(set_to_none=True)
+        assert stats["target_tokens"] == n_targets
+        assert stats["loss"] * n_targets == pytest.approx(sum(want), rel=1e-9)
+        assert stats["tokens"] == sum(lengths[i] for i in idx)
+
+
+def test_teacher_cache_rows_follow_bucketed_indices(world, tok, reference_run, tmp_path):
+    """The cache is read per example: a bucketed batch gets each example's own teacher logits."""
+    _, teacher = reference_run
+    cache_dir = build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "c", dtype="float32")
+    cache = TeacherCache(cache_dir)
+    examples = load_examples(world["train"], tok, 512)
+    idx = batch_indices(len(examples), 3, 24, 8, [len(e.input_ids) for e in examples])
+    batch = collate([examples[i] for i in idx], tok.pad_token_id)
+    aligned = cache.aligned(idx, batch)
+    model = load_model(teacher)
+    for r, i in enumerate(idx):
+        n = len(examples[i].input_ids)
+        keep = torch.tensor(examples[i].labels[1:]) != IGNORE_INDEX
+        with torch.no_grad():
+            own = model(input_ids=torch.tensor([examples[i].input_ids])).logits[0, :-1]
+        torch.testing.assert_close(aligned[r, : n - 1][keep], own[keep], rtol=1e-5, atol=1e-5)
+        assert (aligned[r, n - 1 :] == 0).all()
 
 
 def test_kd_step_with_teacher_decreases_loss(tok):
@@ -221,6 +333,32 @@ def test_resume_restores_rng_state_with_dropout(world, tok, tmp_path):
     assert not same_weights(full, weights(train(cfg)))
 
 
+def test_bucketed_run_resumes_exactly_across_epochs(world, tmp_path):
+    """batch_size 12 does not divide the 64 examples: epoch 2 begins inside step 6's batch."""
+    kw = dict(batch_size=12, micro_batch_size=4, max_steps=9, checkpoint_every=3)
+    whole = train(train_config(world, tmp_path / "whole", **kw))
+    cfg = train_config(world, tmp_path / "crash", **kw)
+
+    def crash(step):
+        if step == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=crash)
+    assert same_weights(weights(whole), weights(train(cfg)))
+    plain = train(train_config(world, tmp_path / "random", batching="random", **kw))
+    assert not same_weights(weights(whole), weights(plain))  # the option changes the batches
+    assert json.loads((tmp_path / "whole" / "train_summary.json").read_text())["config"]["batching"] == (
+        "bucketed"  # the default
+    )
+
+
+def test_runs_saved_before_bucketing_count_as_random():
+    old = {"lr": 1e-3}  # a config written before the `batching` field existed
+    assert _config_diff(old, {"lr": 1e-3, "batching": "bucketed"}) == ["batching"]
+    assert _config_diff(old, {"lr": 1e-3, "batching": "random"}) == []
+
+
 def test_kd_run_with_teacher_from_checkpoint(world, reference_run, tmp_path):
     _, teacher = reference_run
     cfg = train_config(
@@ -300,6 +438,7 @@ def test_pretraining_on_plain_text(world, tmp_path):
         ({"teacher": "somewhere"}, "uses no teacher"),
         ({"loss": {"name": "nope"}}, "nope"),
         ({"micro_batch_size": 3}, "multiple"),
+        ({"batching": "sorted"}, "batching must be one of random, bucketed, got 'sorted'"),
     ],
 )
 def test_config_errors_name_the_field(world, tmp_path, change, message):

@@ -11,7 +11,9 @@ Labels are *unshifted* (labels[i] is token i or -100); the loop shifts them agai
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,22 +127,96 @@ def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tenso
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
-    """The example order of one epoch: a permutation that depends only on (seed, epoch)."""
+BATCHINGS = ("random", "bucketed")
+# Batches whose examples are sorted by length together (bucketed batching): on the default world's data
+# (lengths 15-73 tokens) 32 batches leave 2.5% padding, against 41% for random batches (docs/bench).
+BUCKET_WINDOW = 32
+
+
+def epoch_order(
+    num_examples: int,
+    seed: int,
+    epoch: int,
+    lengths: Sequence[int] | None = None,
+    batch_size: int = 1,
+) -> list[int]:
+    """The example order of one epoch: a permutation that depends only on (seed, epoch).
+
+    Without `lengths`: a random permutation. With `lengths` (bucketed batching): the same permutation is
+    cut into windows of `BUCKET_WINDOW` batches, each window is sorted by length and cut into batches of
+    `batch_size`, and the full batches of the epoch are shuffled; the batches of the stream then hold
+    examples of similar length, so they carry little padding (see `bucketed_order`).
+    """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(num_examples, generator=g).tolist()
+    order = torch.randperm(num_examples, generator=g).tolist()
+    if lengths is None:
+        return order
+    if len(lengths) != num_examples:
+        raise ValueError(f"{len(lengths)} lengths for {num_examples} examples")
+    # Step batches start at multiples of batch_size of the stream, which runs through the epochs without a
+    # break: the first `head` examples of this epoch complete the batch begun in the previous epoch.
+    head = (-epoch * num_examples) % batch_size
+    return bucketed_order(order, lengths, batch_size, head, g)
 
 
-def batch_indices(num_examples: int, seed: int, position: int, batch_size: int) -> list[int]:
+def bucketed_order(
+    order: list[int], lengths: Sequence[int], batch_size: int, head: int, generator: torch.Generator
+) -> list[int]:
+    """`order` rearranged into batches of similar length: its first `head` examples stay first (they
+    fill a batch begun before), the rest is cut into windows of `BUCKET_WINDOW * batch_size` examples,
+    each sorted by length (ties keep their order) and cut into batches; the full batches are shuffled with
+    `generator` and a short last batch stays last (the next epoch's head completes it)."""
+    if batch_size < 2 or head >= len(order):
+        return list(order)
+    rest, span = order[head:], BUCKET_WINDOW * batch_size
+    batches = []
+    for lo in range(0, len(rest), span):
+        window = sorted(rest[lo : lo + span], key=lengths.__getitem__)
+        batches.extend(window[i : i + batch_size] for i in range(0, len(window), batch_size))
+    tail = batches.pop() if len(batches[-1]) < batch_size else []
+    out = list(order[:head])
+    for j in torch.randperm(len(batches), generator=generator).tolist():
+        out.extend(batches[j])
+    return out + tail
+
+
+def batch_indices(
+    num_examples: int,
+    seed: int,
+    position: int,
+    batch_size: int,
+    lengths: Sequence[int] | None = None,
+) -> list[int]:
     """Indices of the `batch_size` examples starting at stream `position` (epochs follow each other).
 
     The data position of a run is a single integer (examples consumed), which makes resuming exact.
+    With `lengths` the epochs are in bucketed order (`epoch_order`); `position` must then be a multiple
+    of `batch_size` for the batch to be one bucket (the training loop's always is).
     """
+    key = None if lengths is None else tuple(lengths)
     out: list[int] = []
-    order_epoch, order = -1, []
+    order_epoch, order = -1, ()
     for p in range(position, position + batch_size):
         epoch = p // num_examples
         if epoch != order_epoch:
-            order_epoch, order = epoch, epoch_order(num_examples, seed, epoch)
+            order_epoch, order = epoch, _cached_order(num_examples, seed, epoch, key, batch_size)
         out.append(order[p % num_examples])
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_order(
+    num_examples: int, seed: int, epoch: int, lengths: tuple[int, ...] | None, batch_size: int
+) -> tuple[int, ...]:
+    """`epoch_order`, computed once per epoch rather than at every step."""
+    return tuple(epoch_order(num_examples, seed, epoch, lengths, batch_size))
+
+
+def padding_share(batches: Iterable[Sequence[int]], lengths: Sequence[int]) -> float:
+    """Share of the tokens of right-padded `batches` (lists of example indices) that are padding."""
+    total = real = 0
+    for batch in batches:
+        width = max(lengths[i] for i in batch)
+        total += width * len(batch)
+        real += sum(lengths[i] for i in batch)
+    return 1.0 - real / max(total, 1)

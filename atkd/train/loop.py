@@ -4,7 +4,9 @@
 
 What one optimizer step does (read `train` top to bottom):
   1. take the next `batch_size` examples of a seeded, per-epoch shuffled stream (the data position is a
-     single integer, so resuming is exact), split them into micro-batches of `micro_batch_size`;
+     single integer, so resuming is exact), split them into micro-batches of `micro_batch_size`; with
+     `batching: bucketed` (the default) each step's examples have similar lengths (atkd.train.data
+     `epoch_order`), so batches padded to their longest sequence waste little compute;
   2. count the valid target tokens of the WHOLE step, then for each micro-batch: student forward,
      teacher logits if the loss needs them (teacher forward, frozen and no grad, or rows of a
      precomputed `teacher_cache`), loss = sum over tokens / global count, backward; the accumulated
@@ -57,9 +59,16 @@ from atkd.models.ladder import LADDER, build_model, count_params, load_model, sa
 from atkd.models.tokenizer import load_tokenizer
 from atkd.plugins import load_plugins
 from atkd.train import teacher_cache
-from atkd.train.data import IGNORE_INDEX, Example, batch_indices, collate, load_examples
+from atkd.train.data import BATCHINGS, IGNORE_INDEX, Example, batch_indices, collate, load_examples
 from atkd.train.distributed import Processes, full_state, load_full_state, shard
-from atkd.train.sampling import check_aligned, generation_seed, parse_sampling, student_batch, use_source
+from atkd.train.sampling import (
+    SamplingConfig,
+    check_aligned,
+    generation_seed,
+    parse_sampling,
+    student_batch,
+    use_source,
+)
 from atkd.train.teacher_cache import TeacherCache
 
 log = logging.getLogger("atkd.train")
@@ -117,6 +126,9 @@ class TrainConfig:
     max_steps: int | None = None  # overrides epochs
     batch_size: int = 32  # examples per optimizer step
     micro_batch_size: int | None = None  # examples per forward pass; default batch_size (no accumulation)
+    # bucketed: each step's examples have similar lengths (less padding: docs/bench/batching-*.md);
+    # random: a plain shuffle. Either way every example once per epoch, in an order fixed by the seed.
+    batching: str = "bucketed"
     max_length: int = 512  # tokens per sequence (truncated beyond), block size for plain text
     lr: float = 2e-3
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
@@ -220,6 +232,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
         if self.batch_size % mb:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size {mb}")
+        if self.batching not in BATCHINGS:
+            raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}, got {self.batching!r}")
         if self.max_length < 2:
             raise ValueError("max_length must be at least 2")
         if self.max_steps is None and not self.epochs > 0:
@@ -265,11 +279,16 @@ def weight_affecting(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in COSMETIC_FIELDS}
 
 
+# A field a saved config lacks counts as its default, except where the default changed when the field was
+# added: runs saved before `batching` existed used random batches.
+_LEGACY_DEFAULTS = {"batching": "random"}
+
+
 def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Weight-affecting fields that differ; a field one side lacks (a run saved before the field existed)
-    counts as its default."""
+    counts as the value it had then (its default, or `_LEGACY_DEFAULTS`)."""
     a, b = weight_affecting(a), weight_affecting(b)
-    defaults = TrainConfig.defaults()
+    defaults = TrainConfig.defaults() | _LEGACY_DEFAULTS
     return sorted(k for k in set(a) | set(b) if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)))
 
 
@@ -680,6 +699,18 @@ def _teacher(
     return teacher, cache
 
 
+def _bucket_lengths(
+    cfg: TrainConfig, train_set: list[Example], teacher_set: list[Example] | None, sampling: SamplingConfig
+) -> tuple[int, ...] | None:
+    """Sequence lengths that bucketed batching groups by (None: random batches): those of the teacher's
+    file when every step reads it (SeqKD), else the ground truth's (on-policy answers are not known in
+    advance; their prompts are the ground truth's)."""
+    if cfg.batching == "random":
+        return None
+    source = teacher_set if teacher_set is not None and sampling.lam == 1 else train_set
+    return tuple(len(e.input_ids) for e in source)
+
+
 def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], None] | None = None) -> Path:
     """Run (or resume, or skip if already complete) one training run; return the final HF model dir.
 
@@ -720,6 +751,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
         teacher_set = load_examples(cfg.teacher_data, tokenizer, cfg.max_length)
         check_aligned(train_set, teacher_set, cfg.teacher_data)
     valid_set = load_examples(cfg.valid_data, tokenizer, cfg.max_length) if cfg.valid_data else None
+    lengths = _bucket_lengths(cfg, train_set, teacher_set, sampling)
     mb, bs = cfg.micro_batch_size or cfg.batch_size, cfg.batch_size
     steps = cfg.total_steps(len(train_set))
     hf_saves = cfg.hf_saves(len(train_set))
@@ -797,7 +829,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
 
         while state["step"] < steps:
             t0 = time.perf_counter()
-            idx = procs.share(batch_indices(len(train_set), cfg.seed, state["step"] * bs, bs))
+            idx = procs.share(batch_indices(len(train_set), cfg.seed, state["step"] * bs, bs, lengths))
             sampled = use_source(sampling, cfg.seed, state["step"])
             if sampled and teacher_set is not None:
                 examples = [teacher_set[i] for i in idx]
