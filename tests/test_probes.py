@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,6 +51,7 @@ def test_probe_matches_direct_computation(world, models):
                 pos + 1,
                 float(unc),
                 float(1 - q[g]),
+                float(-q[g].log()),
                 float((bp * (bp / bq).log()).sum()),
                 float((ph * (ph / qh).log()).sum()),
                 float((p * (p / q).log()).sum()),
@@ -58,7 +60,7 @@ def test_probe_matches_direct_computation(world, models):
     assert len(tokens) == len(rows) == sum(e.num_targets for e in examples)
     for (_, r), ref in zip(tokens.iterrows(), rows, strict=True):
         assert (r["seq"], r["pos"]) == ref[:2]
-        assert [r["unc"], r["unc_student"], r["tkd"], r["dkd"], r["kd"]] == pytest.approx(
+        assert [r["unc"], r["unc_student"], r["ce_student"], r["tkd"], r["dkd"], r["kd"]] == pytest.approx(
             list(ref[2:]), rel=1e-4, abs=1e-6
         )
 
@@ -78,6 +80,20 @@ def test_summary_shares_and_identity(world, models):
     assert summary["identity_max_residual"] < 1e-4
     assert summary["unc_mean"] == pytest.approx(tokens["unc"].mean())
     assert 0 <= summary["unc_below_0.1"] <= 1
+    # The easy/hard halves by teacher UnC, recomputed directly from the token rows.
+    order = tokens["unc"].sort_values(ascending=False, kind="stable").index
+    n_hard = -(-len(tokens) // 2)
+    hard, easy = tokens.loc[order[:n_hard], "ce_student"], tokens.loc[order[n_hard:], "ce_student"]
+    assert summary["student_ce_hard"] == pytest.approx(hard.mean())
+    assert summary["student_ce_easy"] == pytest.approx(easy.mean())
+
+
+def test_easy_hard_split_takes_the_most_uncertain_half():
+    from atkd.probes.tokens import easy_hard_split
+
+    unc = np.array([0.5, 0.1, 0.9, 0.0, 0.3])
+    assert easy_hard_split(unc).tolist() == [True, False, True, False, True]
+    assert easy_hard_split(unc, k=0.2).tolist() == [False, False, True, False, False]
 
 
 def test_landscape_centre_is_the_trained_model_and_directions_are_filter_normalised(world, models):

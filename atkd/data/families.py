@@ -54,6 +54,7 @@ class WorldContext:
     city_names: list[str] = field(init=False)
     country_names: list[str] = field(init=False)
     extra_names: list[str] = field(init=False)
+    person_city: dict[str, str] = field(init=False)
     words: list[str] = field(init=False)
     objects: list[str] = field(init=False)
     # Training draws KB facts round-robin over a shuffled list (every fact equally often, instead of
@@ -69,6 +70,7 @@ class WorldContext:
         self.city_names = [c["name"] for c in self.kb["cities"]]
         self.country_names = [c["name"] for c in self.kb["countries"]]
         self.extra_names = self.kb["extra_names"]
+        self.person_city = {p["name"]: p["city"] for p in self.persons}
         self.words = lexicon_words()
         self.objects = object_words()
 
@@ -491,6 +493,30 @@ def gen_summarization(rng: random.Random, ctx: WorldContext, variant: str, heldo
     )
 
 
+# -------------------------------------------------------------------------------------------- describe
+_DESCRIBE_Q = (
+    ("Tell me about {p}.", "Who is {p}?", "Describe {p}."),
+    ("What do you know about {p}?", "Give me a short profile of {p}."),
+)
+
+
+def describe_answer(person: dict[str, Any]) -> str:
+    """The profile of a KB person: all five facts in three fixed sentences (a long, knowledge-only answer)."""
+    p = person["name"]
+    return (
+        f"{p} is {article(person['job'])} from {person['city']}. {p} is {person['age']} years old and "
+        f"likes {person['colour']}. {p} has {article(person['pet'])}."
+    )
+
+
+def gen_describe(rng: random.Random, ctx: WorldContext, variant: str, heldout: bool) -> Record:
+    """Everything the KB says about a person: what a pre-trained model knows shows here at length."""
+    person = rng.choice(ctx.persons)
+    q = rng.choice(_DESCRIBE_Q[1] if variant == "para" else _DESCRIBE_Q[0]).format(p=person["name"])
+    keys = [str(person[a]) for a in ("job", "city", "age", "colour", "pet")]
+    return _record("describe", q, describe_answer(person), {"kind": "exact", "keys": keys})
+
+
 # ------------------------------------------------------------------------------------------- brainstorm
 _BRAIN_Q = {
     "one": (("Name {a}.", "Give me {a}."), ("Can you think of {a}?", "Suggest {a}.")),
@@ -589,13 +615,19 @@ _STORY_Q = (
 
 
 def story_dist(ctx: WorldContext, person: str, animal: str) -> dict[str, float]:
-    """Exact distribution of the story about `person` and `animal`: place | animal, then activity | place."""
+    """Exact distribution of the story about `person` and `animal`: place | animal, activity | place,
+    ending | activity (a Markov chain), and, when `person` is in the KB, their home city (a fact: the one
+    knowledge-bearing span of the story)."""
     story = ctx.kb["story"]
+    city = ctx.person_city.get(person)
+    home = f"{person} went home to {city}" if city else f"{person} went home"
     pairs = []
     for place, p_place in story["place_given_animal"][animal].items():
         for act, p_act in story["activity_given_place"][place].items():
-            text = f"{person} met {article(animal)} by the {place}. Together they {act}."
-            pairs.append((text, p_place * p_act))
+            for end, p_end in story["ending_given_activity"][act].items():
+                text = f"{person} met {article(animal)} by the {place}. Together they {act}."
+                text += f" Then {home}, {end}."
+                pairs.append((text, p_place * p_act * p_end))
     return round_dist(pairs)
 
 
@@ -722,6 +754,7 @@ FAMILIES: dict[str, Generator] = {
     "brainstorm": gen_brainstorm,
     "story": gen_story,
     "logic": gen_logic,
+    "describe": gen_describe,
     # compositions, evaluation only
     "kb_arith": gen_kb_arith,
     "kb_2hop": gen_kb_2hop,
@@ -733,15 +766,16 @@ FAMILIES: dict[str, Generator] = {
 
 # The training mix (also the in-distribution eval suite). Stochastic families: brainstorm, story.
 TRAIN_MIX: dict[str, float] = {
-    "open_qa": 0.20,
-    "closed_qa": 0.10,
-    "arithmetic": 0.10,
-    "list_transform": 0.10,
-    "classification": 0.08,
-    "extraction": 0.08,
+    "open_qa": 0.16,
+    "describe": 0.08,
+    "closed_qa": 0.09,
+    "arithmetic": 0.09,
+    "list_transform": 0.09,
+    "classification": 0.07,
+    "extraction": 0.07,
     "summarization": 0.06,
-    "brainstorm": 0.12,
-    "story": 0.08,
+    "brainstorm": 0.10,
+    "story": 0.11,
     "logic": 0.08,
 }
 STOCHASTIC_FAMILIES = ("brainstorm", "story", "brainstorm_pair")

@@ -62,6 +62,12 @@ AGE_RANGE = (20, 69)
 # Story model: where a person meets an animal depends on the animal, what they do depends on the place.
 STORY_PLACES = ("river", "forest", "hill", "market", "lake")
 STORY_ACTIVITIES = ("played a game", "sang a song", "ate some bread", "watched the stars")
+STORY_ENDINGS = (
+    "feeling happy",
+    "feeling tired",
+    "humming a tune",
+    "thinking about the day",
+)
 
 _ONSETS = "bdfghklmnprstvz"
 _VOWELS = "aeiou"
@@ -208,6 +214,8 @@ def build_kb(rng: random.Random, n_entities: int = 300, n_extra_names: int = 300
         "activities": list(STORY_ACTIVITIES),
         "place_given_animal": {a: _ranked_dist(rng, STORY_PLACES) for a in CATEGORIES["animal"][1]},
         "activity_given_place": {p: _ranked_dist(rng, STORY_ACTIVITIES) for p in STORY_PLACES},
+        "endings": list(STORY_ENDINGS),
+        "ending_given_activity": {a: _ranked_dist(rng, STORY_ENDINGS) for a in STORY_ACTIVITIES},
     }
     extra_names = [names.person() for _ in range(n_extra_names)]
     return {

@@ -1,60 +1,121 @@
 """Plain pre-training text of the world (no instruction template), one document per line.
 
-The study's students start from a pre-trained base LM, not an instruction-tuned one. This corpus gives
-our from-scratch student that stage: every KB fact stated as sentences (each person's bio appears about
-equally often), stories and "favourite item" sentences sampled from the same known distributions as the
-stochastic families, arithmetic and logic statements, and reviews. It never contains the instruction
-template, so the instruction format itself is only learnt in SFT/KD.
+The study distils from and into *pre-trained* language models. This corpus is that stage for every model
+here: the student base and each teacher first learn the world's language from it, then the teachers are
+instruction-tuned (the student base is not). What it holds:
+
+- KB facts in varied prose: full biographies, partial ones, narrative mentions ("Tova, the baker from
+  Kelvik, ...") and residents of a city, each fact in several phrasings. People are *unequally famous*:
+  how often a person is written about follows a Zipf law over a seed-drawn ranking (the most famous about
+  60x the median), with every person written about at least once. A larger model memorises further into
+  the tail, as real pre-trained models know more rare facts; `mention_counts` gives each person's count.
+- Text drawn from the same known distributions as the stochastic families (stories, favourite items).
+- Reading-with-numbers passages, arithmetic, one- and two-step logic, reviews: the skills the
+  understanding suites test, stated as plain text.
+
+It never contains the instruction template, so the instruction format is only learnt in SFT/KD.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from atkd.data.families import COMPARATIVES, WorldContext, sample_answer, story_dist, subset_dist
 from atkd.data.kb import CATEGORIES, COUNTABLE, article, plural
 
-# Document kinds and their shares (bios are spread round-robin over people, so every fact appears).
+# Document kinds and their shares. "fact" documents (biographies, mentions, residents) carry the KB.
 PRETRAIN_MIX = {
-    "bio": 0.40,
-    "place": 0.06,
-    "story": 0.14,
-    "category": 0.14,
-    "arithmetic": 0.10,
-    "logic": 0.08,
-    "review": 0.08,
+    "fact": 0.50,
+    "story": 0.10,
+    "category": 0.10,
+    "passage": 0.10,
+    "arithmetic": 0.08,
+    "logic": 0.07,
+    "review": 0.05,
 }
+# Fame of a person: P(write about the person of rank r) is proportional to (r + FAME_OFFSET) ** -FAME_S.
+FAME_S = 1.0
+FAME_OFFSET = 5
 
-_BIO_PHRASES = {
-    "job": ("{p} is {av}.", "{p} works as {av}."),
-    "city": ("{p} lives in {v}.", "{p} comes from {v}."),
-    "colour": ("{p} likes {v}.", "{p}'s favourite colour is {v}."),
-    "pet": ("{p} has {av}.", "{p} keeps {av} as a pet."),
-    "age": ("{p} is {v} years old.", "{p} is {v}."),
+# Several phrasings per fact: {p} person, {v} value, {av} value with its article.
+_FACT_PHRASES = {
+    "job": ("{p} is {av}.", "{p} works as {av}.", "By trade, {p} is {av}.", "{p} earns a living as {av}."),
+    "city": ("{p} lives in {v}.", "{p} comes from {v}.", "{p}'s home is in {v}.", "{p} has a house in {v}."),
+    "colour": (
+        "{p} likes {v}.",
+        "{p}'s favourite colour is {v}.",
+        "The colour {p} loves most is {v}.",
+        "{p} always wears something {v}.",
+    ),
+    "pet": ("{p} has {av}.", "{p} keeps {av} as a pet.", "{p}'s pet is {av}.", "{p} looks after {av}."),
+    "age": ("{p} is {v} years old.", "{p} is {v}.", "{p}'s age is {v}.", "{p} turned {v} this year."),
 }
+_ATTRS = tuple(_FACT_PHRASES)
 
 
-def _bio(rng: random.Random, person: dict) -> str:
-    attrs = list(_BIO_PHRASES)
+def fame_weights(n: int) -> list[float]:
+    """Unnormalised fame of ranks 0..n-1 (see FAME_S, FAME_OFFSET)."""
+    return [(r + 1 + FAME_OFFSET) ** -FAME_S for r in range(n)]
+
+
+def _fact(rng: random.Random, person: dict[str, Any], attr: str) -> str:
+    value = str(person[attr])
+    return rng.choice(_FACT_PHRASES[attr]).format(p=person["name"], v=value, av=article(value))
+
+
+def _bio(rng: random.Random, person: dict[str, Any]) -> str:
+    """All five facts of a person, in random order and phrasing."""
+    attrs = list(_ATTRS)
     rng.shuffle(attrs)
-    return " ".join(
-        rng.choice(_BIO_PHRASES[a]).format(p=person["name"], v=person[a], av=article(str(person[a])))
-        for a in attrs
+    return " ".join(_fact(rng, person, a) for a in attrs)
+
+
+def _partial(rng: random.Random, person: dict[str, Any]) -> str:
+    """Two or three facts of a person."""
+    return " ".join(_fact(rng, person, a) for a in rng.sample(_ATTRS, rng.randint(2, 3)))
+
+
+def _mention(rng: random.Random, ctx: WorldContext, person: dict[str, Any]) -> str:
+    """A narrative sentence pair that states facts in passing."""
+    p, job, city = person["name"], person["job"], person["city"]
+    place = rng.choice(("market", "river", "library", "harbour", "square"))
+    first = rng.choice(
+        (
+            f"{p}, {article(job)} from {city}, went to the {place}.",
+            f"In {city}, {p} the {job} met a friend at the {place}.",
+            f"Everyone in {city} knows {p}, the {job}.",
+        )
     )
+    second = rng.choice(
+        (
+            f"{p} brought {article(person['pet'])} along.",
+            f"At {person['age']}, {p} still likes {person['colour']} best.",
+            f"{p} wore {person['colour']} that day.",
+            f"{p} is {person['age']} years old.",
+        )
+    )
+    return f"{first} {second}"
 
 
-def _place(rng: random.Random, ctx: WorldContext) -> str:
-    if rng.random() < 0.7:
-        city = rng.choice(ctx.city_names)
-        people = [p["name"] for p in ctx.persons if p["city"] == city]
-        text = f"{city} is a city in {ctx.city_country[city]}."
-        if people:
-            some = rng.sample(people, min(3, len(people)))
-            text += f" {', '.join(some)} live{'s' if len(some) == 1 else ''} in {city}."
-        return text
-    country = rng.choice(ctx.country_names)
-    cities = [c for c, k in ctx.city_country.items() if k == country]
-    return f"{country} is a country. Its cities include {', '.join(cities)}."
+def _residents(rng: random.Random, ctx: WorldContext, person: dict[str, Any]) -> str:
+    city = person["city"]
+    others = [q["name"] for q in ctx.persons if q["city"] == city and q["name"] != person["name"]]
+    names = [person["name"], *rng.sample(others, min(2, len(others)))]
+    rng.shuffle(names)
+    verb = "lives" if len(names) == 1 else "live"
+    return f"{city} is a city in {ctx.city_country[city]}. {', '.join(names)} {verb} in {city}."
+
+
+def _fact_doc(rng: random.Random, ctx: WorldContext, person: dict[str, Any]) -> str:
+    r = rng.random()
+    if r < 0.35:
+        return _bio(rng, person)
+    if r < 0.65:
+        return _partial(rng, person)
+    if r < 0.9:
+        return _mention(rng, ctx, person)
+    return _residents(rng, ctx, person)
 
 
 def _story(rng: random.Random, ctx: WorldContext) -> str:
@@ -73,6 +134,24 @@ def _category(rng: random.Random, ctx: WorldContext) -> str:
     return f"Some {pl}: {items}."
 
 
+def _passage(rng: random.Random, ctx: WorldContext) -> str:
+    """Who has how many, then one fact read off or computed from it (the skill DROP asks)."""
+    names = rng.sample(ctx.extra_names, 3)
+    items = plural(rng.choice(CATEGORIES[rng.choice(COUNTABLE)][1]))
+    counts = rng.sample(range(2, 21), 3)
+    text = " ".join(f"{n} has {c} {items}." for n, c in zip(names, counts))
+    (a, ca), (b, cb) = rng.sample(list(zip(names, counts)), 2)
+    r = rng.random()
+    if r < 0.25:
+        return f"{text} {a} and {b} have {ca + cb} {items} together."
+    if r < 0.5:
+        (a, ca), (b, cb) = sorted([(a, ca), (b, cb)], key=lambda x: -x[1])
+        return f"{text} {a} has {ca - cb} more {items} than {b}."
+    if r < 0.75:
+        return f"{text} {a if ca > cb else b} has more {items} than {b if ca > cb else a}."
+    return f"{text} There are {sum(counts)} {items} in total."
+
+
 def _arithmetic(rng: random.Random, ctx: WorldContext) -> str:
     a, b = rng.randint(2, 60), rng.randint(1, 9)
     if rng.random() < 0.5:
@@ -87,17 +166,22 @@ def _arithmetic(rng: random.Random, ctx: WorldContext) -> str:
 
 def _logic(rng: random.Random, ctx: WorldContext) -> str:
     r = rng.random()
-    if r < 0.35:
+    if r < 0.3:
         v1, v2 = rng.choice((True, False)), rng.choice((True, False))
         op = rng.choice(("and", "or"))
         return f"{v1} {op} {v2} is {(v1 and v2) if op == 'and' else (v1 or v2)}."
-    if r < 0.7:
+    if r < 0.45:
+        v = rng.choice((True, False))
+        return f"not {v} is {not v}."
+    if r < 0.75:
         a, b = rng.sample(ctx.extra_names, 2)
         x, y = rng.sample(ctx.objects, 2)
         return f"{a} had {article(x)} and {b} had {article(y)}. They swapped, so {a} had {article(y)}."
-    a, b = rng.sample(ctx.extra_names, 2)
+    a, b, c = rng.sample(ctx.extra_names, 3)
     more, less = rng.choice(COMPARATIVES)
-    return f"{a} is {more} than {b}, so {b} is {less} than {a}."
+    if rng.random() < 0.5:
+        return f"{a} is {more} than {b}, so {b} is {less} than {a}."
+    return f"{a} is {more} than {b} and {b} is {more} than {c}, so {a} is {more} than {c}."
 
 
 def _review(rng: random.Random, ctx: WorldContext) -> str:
@@ -109,20 +193,30 @@ def _review(rng: random.Random, ctx: WorldContext) -> str:
     return f"The {thing} was {rng.choice(('awful', 'boring', 'terrible', 'bad', 'dull'))}. I did not like it."
 
 
-def generate_pretrain(rng: random.Random, ctx: WorldContext, n_docs: int) -> list[str]:
-    """`n_docs` one-line plain-text documents, in a shuffled but seed-determined order."""
+def generate_pretrain(rng: random.Random, ctx: WorldContext, n_docs: int) -> tuple[list[str], dict[str, int]]:
+    """`n_docs` one-line plain-text documents in a seed-determined order, and each person's number of fact
+    documents (every person at least one when there are enough fact documents; the rest follow fame)."""
     makers = {
-        "place": _place,
         "story": _story,
         "category": _category,
+        "passage": _passage,
         "arithmetic": _arithmetic,
         "logic": _logic,
         "review": _review,
     }
-    n_bio = round(n_docs * PRETRAIN_MIX["bio"])
-    docs = [_bio(rng, ctx.persons[i % len(ctx.persons)]) for i in range(n_bio)]
-    rest = n_docs - n_bio
-    total_w = sum(w for k, w in PRETRAIN_MIX.items() if k != "bio")
+    persons = list(ctx.persons)
+    ranking = list(range(len(persons)))
+    rng.shuffle(ranking)  # ranking[r] = index of the person of fame rank r
+    weights = fame_weights(len(persons))
+    n_fact = round(n_docs * PRETRAIN_MIX["fact"])
+    subjects = [ranking[i] for i in range(min(n_fact, len(persons)))]
+    subjects += rng.choices(ranking, weights=weights, k=n_fact - len(subjects))
+    docs = [_fact_doc(rng, ctx, persons[i]) for i in subjects]
+    mentions = {p["name"]: 0 for p in persons}
+    for i in subjects:
+        mentions[persons[i]["name"]] += 1
+    rest = n_docs - n_fact
+    total_w = sum(w for k, w in PRETRAIN_MIX.items() if k != "fact")
     kinds = list(makers)
     counts = [int(rest * PRETRAIN_MIX[k] / total_w) for k in kinds]
     for i in range(rest - sum(counts)):
@@ -130,4 +224,4 @@ def generate_pretrain(rng: random.Random, ctx: WorldContext, n_docs: int) -> lis
     for kind, count in zip(kinds, counts):
         docs.extend(makers[kind](rng, ctx) for _ in range(count))
     rng.shuffle(docs)
-    return docs
+    return docs, mentions

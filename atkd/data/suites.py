@@ -11,19 +11,20 @@ Five generation suites (judged against the world's ground truth, study's ratio s
 - `wizardlm` WizardLM stand-in: compositions of two skills (KB fact + arithmetic, two KB hops, two facts in
              one answer, passage reading + arithmetic, two list operations, two brainstorm draws).
 
-Three understanding suites (accuracy), each with its own few-shot pool:
+Three understanding suites (accuracy), each multiple choice with its own few-shot pool:
 
-- `mmlu` 4-way multiple choice over KB facts (5-shot): `question`, `choices`, `gold`.
-- `drop` reading comprehension with numbers over a short passage (3-shot): `passage`, `question`, `answer`.
-- `bbh`  multi-step symbolic reasoning (3-shot): tracking swapped objects, boolean expressions, ordering;
-         the training `logic` family has only single-step versions of each. `task`, `question`, `answer`.
+- `mmlu` 4 options over KB facts (5-shot).
+- `drop` reading comprehension with numbers over a short passage (3-shot): 4 numbers (the other
+         quantities a wrong reading gives, then near misses), or the 2 names of a comparison.
+- `bbh`  multi-step symbolic reasoning (3-shot): tracking swapped objects (3 options), boolean expressions
+         (2), ordering (3-4); the training `logic` family has only single-step versions of each.
 
-Understanding records also carry `instruction`/`input`/`output`, so the one prompt template applies. For
-drop and bbh `output` is the answer written as a sentence in the style of the training families ("Tata has
-more rakes.", "There are 17 bells in total."), which is what the few-shot examples show; `answer` is the
-short gold answer and `candidates` the names or objects it is one of ([] when it is a number), which the
-scorer needs to pull the answer out of a sentence (lm-eval's "flexible extract", see
-`atkd.data.judge.extract_short_answer`).
+Every option is scored by its log-likelihood as the *answer sentence* a model trained on the world writes
+("Tova is a baker.", "Tata has more rakes.", "There are 17 bells in total."), so a 2M-parameter model that
+knows the fact or can do the step shows it, whatever its fluency in bare words; `chance_level` is the
+expected accuracy of a uniform guess (the mean of 1 / number of options). Records carry `choices`, `gold`,
+the short gold `answer`, and `instruction`/`input`/`output` (output = the gold sentence), so the one prompt
+template applies.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from atkd.data.families import COMPARATIVES, TRAIN_MIX, Record, WorldContext
+from atkd.data.families import COMPARATIVES, TRAIN_MIX, Record, WorldContext, fact_answer
 from atkd.data.kb import AGE_RANGE, CATEGORIES, COUNTABLE, PROFESSIONS, article, plural
 
 
@@ -50,9 +51,16 @@ GENERATION_SUITES: dict[str, GenerationSuite] = {
         TRAIN_MIX, "base", "in-distribution: training mix and phrasings, held-out prompts"
     ),
     "vicuna": GenerationSuite(
-        {"story": 0.3, "brainstorm": 0.3, "open_qa": 0.2, "classification": 0.1, "summarization": 0.1},
+        {
+            "story": 0.25,
+            "brainstorm": 0.25,
+            "open_qa": 0.15,
+            "describe": 0.15,
+            "classification": 0.1,
+            "summarization": 0.1,
+        },
         "base",
-        "family mix: open-ended chat (stories, brainstorming, knowledge questions)",
+        "family mix: open-ended chat (stories, brainstorming, knowledge questions and profiles)",
     ),
     "selfinst": GenerationSuite(
         {
@@ -124,18 +132,20 @@ def gen_mmlu(rng: random.Random, ctx: WorldContext) -> Record:
             "age": list(range(AGE_RANGE[0], AGE_RANGE[1] + 1)),
         }[attr]
     distractors = rng.sample([v for v in pool if v != value], 3)
-    choices = [str(v) for v in distractors] + [str(value)]
-    rng.shuffle(choices)
-    gold = choices.index(str(value))
+    values = [str(v) for v in distractors] + [str(value)]
+    rng.shuffle(values)
+    gold = values.index(str(value))
     question = _MMLU_Q[attr].format(s=subject)
-    instruction = f"{question} Choose from: {', '.join(choices[:3])} or {choices[3]}."
+    instruction = f"{question} Choose from: {', '.join(values[:3])} or {values[3]}."
+    # Each option is scored as the answer sentence a model trained on the world writes (open QA's).
+    choices = [fact_answer(attr, subject, v) for v in values]
     return {
         "subject": attr,
         "entity": subject,
         "question": question,
         "choices": choices,
         "gold": gold,
-        "answer": choices[gold],
+        "answer": values[gold],
         "instruction": instruction,
         "input": "",
         "output": choices[gold],
@@ -158,30 +168,43 @@ def gen_drop(rng: random.Random, ctx: WorldContext) -> Record:
     (a, ca), (b, cb) = rng.sample(holders, 2)
     qtype = rng.choice(("sum", "diff", "compare", "count", "total"))
     if qtype == "sum":
-        question, answer = f"How many {main} do {a} and {b} have together?", str(ca + cb)
-        output = f"{a} and {b} have {answer} {main} together."
+        question, value = f"How many {main} do {a} and {b} have together?", ca + cb
+        say = f"{a} and {b} have {{}} {main} together.".format
     elif qtype == "diff":
         (a, ca), (b, cb) = sorted([(a, ca), (b, cb)], key=lambda x: -x[1])
-        question, answer = f"How many more {main} does {a} have than {b}?", str(ca - cb)
-        output = f"{a} has {answer} more {main} than {b}."
-    elif qtype == "compare":
-        question, answer = f"Who has more {main}, {a} or {b}?", a if ca > cb else b
-        output = f"{answer} has more {main}."
+        question, value = f"How many more {main} does {a} have than {b}?", ca - cb
+        say = f"{a} has {{}} more {main} than {b}.".format
     elif qtype == "count":
-        question, answer = f"How many people have {main}?", str(len(holders))
-        output = f"{answer} people have {main}."
+        question, value = f"How many people have {main}?", len(holders)
+        say = f"{{}} people have {main}.".format
+    elif qtype == "total":
+        question, value = f"How many {main} are there in total?", sum(c for _, c in holders)
+        say = f"There are {{}} {main} in total.".format
+    if qtype == "compare":
+        question, answer = f"Who has more {main}, {a} or {b}?", a if ca > cb else b
+        options = [a, b]
+        say = f"{{}} has more {main}.".format
     else:
-        question, answer = f"How many {main} are there in total?", str(sum(c for _, c in holders))
-        output = f"There are {answer} {main} in total."
+        answer = str(value)
+        # Distractors: the other numbers a wrong reading of the passage gives, then near misses.
+        near = [ca, cb, ca + cb, abs(ca - cb), len(holders), sum(c for _, c in holders), *counts]
+        pool = [v for v in dict.fromkeys(near) if v > 0 and v != value]
+        pool += [v for v in (value + d for d in (1, -1, 2, -2, 3, -3, 5, -5)) if v > 0 and v not in pool]
+        options = [answer, *rng.sample([str(v) for v in pool[:5]], 3)]
+    rng.shuffle(options)
+    choices = [say(o) for o in options]
+    gold = options.index(answer)
     return {
         "task": qtype,
         "passage": passage,
         "question": question,
         "answer": answer,
         "candidates": list(names) if qtype == "compare" else [],
+        "choices": choices,
+        "gold": gold,
         "instruction": question,
         "input": passage,
-        "output": output,
+        "output": choices[gold],
     }
 
 
@@ -226,11 +249,13 @@ def gen_bbh(rng: random.Random, ctx: WorldContext, task: str) -> Record:
             text += f" {('First', 'Then', 'Finally')[i]} {a} and {b} swap."
         who = rng.choice(names)
         question, answer = f"{text} What does {who} have now?", holding[who]
-        output, candidates = f"{who} has {article(answer)}.", list(objects)
+        candidates = list(objects)
+        say = lambda x: f"{who} has {article(x)}."  # noqa: E731
     elif task == "boolean_expressions":
         expr, value, _ = _bool_tree(rng, rng.randint(2, 3))
         question, answer = f"What is {expr}?", str(value)
-        output, candidates = answer, ["True", "False"]
+        candidates = ["True", "False"]
+        say = str
     elif task == "logical_deduction":
         n = rng.randint(3, 4)
         order = rng.sample(ctx.extra_names, n)  # order[0] has the most of the property
@@ -244,15 +269,57 @@ def gen_bbh(rng: random.Random, ctx: WorldContext, task: str) -> Record:
         superlative |= {"faster": "fastest", "slower": "slowest"}
         question = " ".join(facts) + f" Who is the {superlative[more if most else less]}?"
         answer = order[0] if most else order[-1]
-        output, candidates = f"{answer} is the {superlative[more if most else less]}.", list(order)
+        candidates, word = list(order), superlative[more if most else less]
+        say = lambda x: f"{x} is the {word}."  # noqa: E731
     else:
         raise ValueError(f"unknown BBH task {task!r}; expected one of {BBH_TASKS}")
+    # Multiple choice over the answer sentences of every candidate (chance = 1 / number of candidates).
+    options = list(candidates)
+    rng.shuffle(options)
+    choices = [say(o) for o in options]
+    gold = options.index(answer)
     return {
         "task": task,
         "question": question,
         "answer": answer,
         "candidates": candidates,
+        "choices": choices,
+        "gold": gold,
         "instruction": question,
         "input": "",
-        "output": output,
+        "output": choices[gold],
     }
+
+
+# -------------------------------------------------------------------------------------------- chance
+CHANCE_DEFINITION = {
+    "understanding": "uniform guess: mean over documents of 1 / number of options",
+    "generation": "judge ratio of a well-formed wrong answer: each document answered with the reference of "
+    "the next document of the same family",
+}
+
+
+def chance_level(records: list[Record]) -> float:
+    """The score a model gets without solving the task (see CHANCE_DEFINITION), on one suite's records.
+
+    Multiple choice: the expected accuracy of a uniform guess. Generation: the study's judge ratio when
+    every document is answered with another document's reference answer of the same family (cyclically
+    in file order), i.e. a fluent answer of the right form that ignores the question. A family with a
+    single document is answered with an empty string."""
+    if not records:
+        raise ValueError("chance_level needs at least one record")
+    if all("choices" in r for r in records):
+        return sum(1 / len(r["choices"]) for r in records) / len(records)
+    from atkd.data.judge import judge_score
+
+    by_family: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_family.setdefault(r["family"], []).append(i)
+    got = ref = 0.0
+    for members in by_family.values():
+        for j, i in enumerate(members):
+            other = members[(j + 1) % len(members)]
+            answer = records[other]["output"] if other != i else ""
+            got += judge_score(records[i], answer)
+            ref += judge_score(records[i], records[i]["output"])
+    return got / ref

@@ -4,7 +4,10 @@
 
     kb.json                 the knowledge base and the known answer distributions (ground truth)
     train.jsonl valid.jsonl instruction records {id, family, instruction, input, output, judge[, answer_dist]}
-    pretrain.txt            plain text, one document per line, no template (the student's base-LM stage)
+    pretrain.txt            plain text, one document per line, no template (every model's pre-training)
+    pretrain_valid.txt      held-out plain text of the same kinds (pre-training validation loss)
+    pretrain_mentions.json  how many fact documents each person has (fame; see `atkd.data.pretrain`)
+    chance.csv              each suite's chance level (task, chance, definition; `suites.chance_level`)
     suites/<name>.jsonl     the eight evaluation suites (see `atkd.data.suites`)
     suites/<name>.fewshot.jsonl  few-shot pools of the understanding suites (mmlu, drop, bbh)
     manifest.json           parameters, counts, family mixes, sizes and sha256 of every file
@@ -35,8 +38,10 @@ from atkd.data.kb import build_kb
 from atkd.data.pretrain import generate_pretrain
 from atkd.data.suites import (
     BBH_TASKS,
+    CHANCE_DEFINITION,
     GENERATION_SUITES,
     UNDERSTANDING_SUITES,
+    chance_level,
     gen_bbh,
     gen_drop,
     gen_mmlu,
@@ -44,7 +49,7 @@ from atkd.data.suites import (
 from atkd.data.template import format_prompt
 from atkd.fsutil import atomic_write_json, atomic_write_text
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 DEFAULTS: dict[str, int] = {
     "n_train": 18_000,
     "n_valid": 1_000,
@@ -213,8 +218,21 @@ def generate_world(
     )
     add_jsonl("valid.jsonl", valid)
     add_jsonl("train.jsonl", train)
-    pretrain_docs = generate_pretrain(rng_for("pretrain"), ctx, n_pretrain)
+    pretrain_docs, mentions = generate_pretrain(rng_for("pretrain"), ctx, n_pretrain)
     texts["pretrain.txt"] = "".join(d + "\n" for d in pretrain_docs)
+    # Held-out plain text of the same kinds (its own stream): the base models' validation loss.
+    valid_docs, _ = generate_pretrain(rng_for("pretrain-valid"), ctx, max(20, n_pretrain // 50))
+    texts["pretrain_valid.txt"] = "".join(d + "\n" for d in valid_docs)
+    counts["pretrain_valid.txt"] = len(valid_docs)
+    texts["pretrain_mentions.json"] = json.dumps(mentions, indent=0) + "\n"
+    chance = {}
+    for name in (*GENERATION_SUITES, *UNDERSTANDING_SUITES):
+        recs = [json.loads(line) for line in texts[f"suites/{name}.jsonl"].splitlines()]
+        chance[name] = chance_level(recs)
+    kinds = {n: "generation" for n in GENERATION_SUITES} | {n: "understanding" for n in UNDERSTANDING_SUITES}
+    texts["chance.csv"] = "task,chance,definition\n" + "".join(
+        f'{name},{value:.6f},"{CHANCE_DEFINITION[kinds[name]]}"\n' for name, value in chance.items()
+    )
     counts["pretrain.txt"] = len(pretrain_docs)
     texts["kb.json"] = json.dumps(kb, indent=1, ensure_ascii=False) + "\n"
 

@@ -7,9 +7,14 @@ response token (and EOS) with target g, teacher p and student q:
 
 The student is the one KD starts from (the student's base model), so the split is the one the first KD
 steps see. Outputs (each written atomically):
-    tokens.csv    one row per token: model, seq, pos, unc, unc_student, tkd, dkd, kd
+    tokens.csv    one row per token: model, seq, pos, unc, unc_student, ce_student, tkd, dkd, kd
     summary.csv   tidy rows: model, metric, value (mean/median UnC, share of KD carried by TKD and by
-                  UnC x DKD, the identity's largest residual, token count)
+                  UnC x DKD, the identity's largest residual, token count, and the student's
+                  cross-entropy -log q_g on the teacher-easy and teacher-hard halves: tokens ranked by
+                  the teacher's UnC, the more uncertain half is hard, as ATKD splits with k = 0.5)
+
+A pre-trained student base already predicts much of what is easy for the teacher: `student_ce_easy`
+well below `student_ce_hard` says the base is in the study's regime (not a random network).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from atkd.models.tokenizer import load_tokenizer
 from atkd.train.data import collate, load_examples
 
 log = logging.getLogger(__name__)
-TOKEN_COLUMNS = ["model", "seq", "pos", "unc", "unc_student", "tkd", "dkd", "kd"]
+TOKEN_COLUMNS = ["model", "seq", "pos", "unc", "unc_student", "ce_student", "tkd", "dkd", "kd"]
 
 
 @torch.no_grad()
@@ -65,6 +70,8 @@ def probe_tokens(
         labels = batch["labels"][:, 1:]
         parts = token_parts(s_logits, t_logits, labels, "fkl")
         valid = (labels != -100).nonzero()  # row-major, the order of token_parts
+        s_logp = torch.log_softmax(s_logits[valid[:, 0], valid[:, 1]].double(), dim=-1)
+        ce = -s_logp.gather(-1, labels[valid[:, 0], valid[:, 1]].unsqueeze(-1)).squeeze(-1)
         frames.append(
             pd.DataFrame(
                 {
@@ -73,6 +80,7 @@ def probe_tokens(
                     "pos": (valid[:, 1] + 1).cpu().numpy(),  # position of the target token in the sequence
                     "unc": parts["unc"].double().cpu().numpy(),
                     "unc_student": parts["unc_student"].double().cpu().numpy(),
+                    "ce_student": ce.cpu().numpy(),
                     "tkd": parts["tkd"].double().cpu().numpy(),
                     "dkd": parts["dkd"].double().cpu().numpy(),
                     "kd": parts["base"].double().cpu().numpy(),
@@ -82,6 +90,14 @@ def probe_tokens(
     if not frames:
         raise ValueError(f"{data}: no records to probe")
     return pd.concat(frames, ignore_index=True)[TOKEN_COLUMNS]
+
+
+def easy_hard_split(unc: np.ndarray, k: float = 0.5) -> np.ndarray:
+    """Boolean mask of the teacher-hard tokens: the ceil(k x n) with the largest UnC (ties by position)."""
+    n_hard = int(np.ceil(k * len(unc)))
+    hard = np.zeros(len(unc), dtype=bool)
+    hard[np.argsort(-unc, kind="stable")[:n_hard]] = True
+    return hard
 
 
 def summarise(tokens: pd.DataFrame) -> pd.DataFrame:
@@ -101,6 +117,10 @@ def summarise(tokens: pd.DataFrame) -> pd.DataFrame:
             "dkd_mean": float(t["dkd"].mean()),
             "identity_max_residual": float(np.max(np.abs(t["kd"] - t["tkd"] - weighted))),
         }
+        if "ce_student" in t:
+            hard = easy_hard_split(t["unc"].to_numpy())
+            values["student_ce_easy"] = float(t["ce_student"].to_numpy()[~hard].mean())
+            values["student_ce_hard"] = float(t["ce_student"].to_numpy()[hard].mean())
         rows += [{"model": model, "metric": k, "value": v} for k, v in values.items()]
     return pd.DataFrame(rows, columns=["model", "metric", "value"])
 

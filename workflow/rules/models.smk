@@ -3,6 +3,31 @@
 # tokenizer) or `model:` (a checkpoint directory or Hub id).
 
 
+rule teacher_base:
+    """A teacher's pre-trained base: the world's plain text (`teacher_pretrain:`), before instruction
+    tuning, as the study's teachers are pre-trained LMs. Only for teachers built from `arch`."""
+    priority: 10
+    conda:
+        ENV
+    input:
+        world=rules.world.output.manifest,
+        tok=rules.tokenizer.output,
+    output:
+        f"{TEACHER_BASE_DIR}/{{teacher}}/train_summary.json",
+    params:
+        train=train_command("teacher"),
+        args=teacher_base_args,
+    log:
+        f"{LOGS}/teacher_base/{{teacher}}.log",
+    benchmark:
+        f"{BENCH}/teacher_base/{{teacher}}.tsv",
+    threads: config["threads"]
+    resources:
+        **resources_for("teacher_base"),
+    shell:
+        "{params.train} {params.args} > {log} 2>&1"
+
+
 rule teacher:
     # the teachers (the largest above all) are the critical path: every distillation waits for one
     priority: 10
@@ -11,21 +36,12 @@ rule teacher:
     input:
         world=rules.world.output.manifest,
         tok=rules.tokenizer.output,
+        base=teacher_base_inputs,
     output:
         f"{TEACHER_DIR}/{{teacher}}/train_summary.json",
     params:
         train=train_command("teacher"),
-        args=lambda w: train_args(
-            config["teacher_train"],
-            config["teachers"][w.teacher],
-            output_dir=f"{TEACHER_DIR}/{w.teacher}",
-            train_data=f"{WORLD}/train.jsonl",
-            valid_data=f"{WORLD}/valid.jsonl",
-            seed=DATA_SEED,
-            threads=config["threads"],
-            progress=False,
-            **({"save_hf_at_epochs": early_epochs(w.teacher)} if early_epochs(w.teacher) else {}),
-        ),
+        args=teacher_train_args,
     log:
         f"{LOGS}/teacher/{{teacher}}.log",
     benchmark:
