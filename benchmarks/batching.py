@@ -16,7 +16,7 @@ start together); the total real tokens per second of the layout.
     atkd world --out /tmp/w --seed 0 --n-train 18000 --n-valid 500 --n-eval 100 --n-entities 300 \\
         --n-pretrain 10000 --n-fewshot 25
     atkd tokenizer --train /tmp/w/train.jsonl /tmp/w/pretrain.txt --vocab-size 1024 --out /tmp/w/tokenizer
-    python benchmarks/batching.py --world /tmp/w --quick      # about 4 minutes on 2 cores
+    python benchmarks/batching.py --world /tmp/w --quick      # about 5 minutes on 2 shared cores
 
 Writes `<out>.csv` (part 1), `<out>-layout.csv` (part 2) and `<out>.md` (ratios), out = `--out`.
 """
