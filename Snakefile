@@ -46,6 +46,8 @@ else:  # a cluster job re-plans its rules, and a user's loss names need their pl
 # Aggregation and the LLM judge's HTTP calls run where Snakemake runs, not as cluster jobs.
 localrules:
     collect,
+    collect_runs,
+    chance,
     model_table,
     report,
     judge,

@@ -75,6 +75,7 @@ def run(world, model_dir, tmp_path_factory) -> tuple[Path, list[dict]]:
 def test_evaluate_writes_tidy_metrics_and_generations(run):
     out, rows = run
     assert sorted(p.name for p in out.iterdir()) == [
+        "doc_scores.csv",
         "generations.jsonl",
         "lm_eval_results.json",
         "metrics.csv",
@@ -100,6 +101,74 @@ def test_evaluate_writes_tidy_metrics_and_generations(run):
     for g in gens:
         assert {"run", "seed", "task", "id", "prompt", "answer", "reference", "scores"} <= set(g)
         assert isinstance(g["answer"], str)
+
+
+def _doc_means(path: Path) -> dict[tuple[str, str], float]:
+    """(task, metric) -> mean over documents of doc_scores.csv, checking one row per document."""
+    _, rows = read_csv(path)
+    keys = [(r["task"], r["metric"], r["doc"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    out: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        out.setdefault((r["task"], r["metric"]), []).append(float(r["value"]))
+    return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+def test_doc_scores_average_to_the_task_scores(run):
+    """doc_scores.csv: the meta columns, task, doc, metric, value of each task's primary metrics, one row
+    per document; the mean over documents is metrics.csv's value (the judge ratio too: sum over sum)."""
+    out, rows = run
+    columns, docs = read_csv(out / "doc_scores.csv")
+    assert columns == ["run", "seed", "task", "doc", "metric", "value"]
+    assert all(r["run"] == "r0" and r["seed"] == "7" for r in docs)
+    gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert {(r["task"], r["doc"]) for r in docs} == {(g["task"], g["id"]) for g in gens}
+    means = _doc_means(out / "doc_scores.csv")
+    table = {(r["task"], r["metric"]): r["value"] for r in rows}
+    assert set(means) == {("dolly", "judge_ratio"), ("dolly", "rougeL"), ("mmlu", "acc")}
+    for key, mean in means.items():
+        assert mean == pytest.approx(table[key], rel=1e-9, abs=1e-12)
+
+
+def test_doc_score_rows_from_records():
+    """The judge ratio per document is the answer's score over the mean reference score (per sample seed),
+    averaged over seeds; a benchmark's filtered metric keeps its label; documents whose mean is not the
+    task's value (a group averaged by subtask) are left out."""
+    from atkd.eval.harness import doc_score_rows
+
+    recs = [
+        {
+            "task": "g",
+            "id": f"g{i}",
+            "sample_seed": s,
+            "scores": {"judge": a, "judge_reference": r, "rougeL": 0.5},
+        }
+        for s, pairs in ((10, [(2.0, 8.0), (6.0, 4.0)]), (20, [(4.0, 8.0), (2.0, 4.0)]))
+        for i, (a, r) in enumerate(pairs)
+    ]
+    recs += [
+        {"task": "b", "subtask": sub, "filter": "strict", "id": 0, "scores": {"exact_match": v}}
+        for sub, v in (("b_x", 1.0), ("b_y", 0.0))
+    ]
+    rows = [
+        {"task": "g", "metric": "judge_ratio", "value": (8 / 12 + 6 / 12) / 2},
+        {"task": "g", "metric": "judge_ratio@10", "value": 8 / 12},
+        {"task": "g", "metric": "rougeL", "value": 0.5},
+        {"task": "b", "metric": "exact_match[strict]", "value": 0.5},
+    ]
+    got = {(r["task"], r["doc"], r["metric"]): r["value"] for r in doc_score_rows(recs, rows, {"run": "x"})}
+    assert got == pytest.approx(
+        {
+            ("g", "g0", "judge_ratio"): (2 / 6 + 4 / 6) / 2,
+            ("g", "g1", "judge_ratio"): (6 / 6 + 2 / 6) / 2,
+            ("g", "g0", "rougeL"): 0.5,
+            ("g", "g1", "rougeL"): 0.5,
+            ("b", "b_x/0", "exact_match[strict]"): 1.0,
+            ("b", "b_y/0", "exact_match[strict]"): 0.0,
+        }
+    )
+    rows[-1]["value"] = 0.75  # e.g. lm-eval weighting subtasks, not documents
+    assert {r["task"] for r in doc_score_rows(recs, rows)} == {"g"}
 
 
 def test_generation_prompt_is_the_training_template_and_scores_match_the_judge(run, world):
@@ -544,6 +613,10 @@ def test_sampling_protocol_over_seeds(world, model_dir, tmp_path):
     assert all("sample_seed" not in g for g in gens if g["task"] == "mmlu")
     by_seed = {s: [g["answer"] for g in dolly if g["sample_seed"] == s] for s in (10, 20)}
     assert by_seed[10] != by_seed[20]  # different seeds sample different answers
+    means = _doc_means(tmp_path / "a" / "doc_scores.csv")  # per document: the mean over sample seeds
+    for key in (("dolly", "judge_ratio"), ("dolly", "rougeL"), ("mmlu", "acc")):
+        assert means[key] == pytest.approx(got[key], rel=1e-9, abs=1e-12)
+    assert not any("@" in metric for _, metric in means)
     evaluate(model_dir, world, ["dolly", "mmlu"], tmp_path / "b", **kw)
     assert (tmp_path / "b" / "generations.jsonl").read_text() == (
         tmp_path / "a" / "generations.jsonl"

@@ -97,6 +97,8 @@ def files_read() -> Iterator[list[str]]:
 TIDY = re.compile(
     r"(metrics\.csv|models\.csv|probes/[^/]+/(summary|tokens)\.csv|landscape/(.+/)?(summary|landscape)\.csv)"
 )
+# the report's other tidy inputs: per-document scores, run objectives (atkd.report.tidy), chance levels
+TIDY = re.compile(rf"{TIDY.pattern}|doc_scores\.csv|runs\.csv|chance\.csv")
 
 
 def untidy_reads(opened: list[str], results: Path) -> list[str]:
@@ -120,6 +122,9 @@ def test_report_from_tidy_files_only(tmp_path, monkeypatch):
     (results / "config.yaml").write_text("methods: [sft, kd]\n")
     metrics = results / "metrics.csv"
     collect(paths, metrics)
+    from test_report_tidy import tidy_extras
+
+    tidy_extras(paths, metrics, results)  # doc_scores.csv, runs.csv (from train summaries), chance.csv
     assert len(load_metrics(metrics)) == len(df)
     models = results / "models.csv"
     pd.DataFrame(
@@ -149,6 +154,9 @@ def test_report_from_tidy_files_only(tmp_path, monkeypatch):
             probes=probes,
             landscapes=landscapes,
             analyses=analyses,
+            doc_scores=results / "doc_scores.csv",
+            runs=results / "runs.csv",
+            chance=results / "chance.csv",
         )
 
     with files_read() as opened:
@@ -160,6 +168,7 @@ def test_report_from_tidy_files_only(tmp_path, monkeypatch):
         "landscape/kd/t-big/on/s1/landscape.csv" in read and "landscape/kd/t-big/off/s0/summary.csv" in read
     )
     assert untidy_reads(opened, results) == []
+    assert {"doc_scores.csv", "runs.csv", "chance.csv"} <= read
     names = {p.name for p in out}
     assert {"main.tex", "probes.tex", "analyses.tex", "landscape_2d.png", "REPORT.md"} <= names
     assert "\\toprule" in (results / "tables" / "main.tex").read_text()
@@ -276,9 +285,11 @@ def test_report_findings_and_probes(tmp_path):
     for f in range(1, 9):
         assert f"## F{f}." in text
     # ATKD adds exactly +0.1 on every seed: a zero-width interval above zero
-    assert "| kd | t-big | +0.1000 [95% CI +0.1000, +0.1000] (n=2 seeds) | supported |" in text
+    row = "| kd | t-big | +0.1000 [95% CI +0.1000, +0.1000], MDE 0.0000 (2 seeds; no per-document scores"
+    assert row + ": seeds only) | supported |" in text
+    assert "t-interval" not in text and "degree" not in text
     # the bigger teacher gives the better student here: F1's claim goes the other way
-    assert "(largest is worse) is **not supported (the opposite direction)**" in text
+    assert "(largest is worse) is **not supported (opposite direction)**" in text
     # UnC falls from the small to the big teacher
     assert "larger teachers are more confident: **supported**" in text
     assert "F2" in text and "**supported** (an identity" in text
@@ -333,12 +344,12 @@ def test_analyses_table_figure_and_verdicts(tmp_path):
     text = (tmp_path / "r" / "REPORT.md").read_text()
     assert "- DKD only minus TKD only at t-big: +0.0500" in text
     assert "DKD matters more than TKD is **supported**" in text
-    assert "TKD on easy tokens hurts is **not supported (the opposite direction)**" in text
-    assert "TKD on hard tokens helps is **inconclusive at this scale**" in text
+    assert "TKD on easy tokens hurts is **not supported (opposite direction)**" in text
+    assert "TKD on hard tokens helps is **inconclusive: |effect| 0.0000 is below the MDE 0.0" in text
     assert "k=0.3 0.5100, k=0.5 0.5300, k=0.7 0.5200; highest: k=0.5" in text
     assert "k=0.5 beats k=0.7 is **supported**" in text
     # lam 0.2 and 0.9 score the same on every seed: a zero interval is not a win
-    assert "lam=0.2 beats lam=0.9 is **inconclusive at this scale**" in text
+    assert "lam=0.2 beats lam=0.9 is **inconclusive: the 95% interval contains 0**" in text
 
 
 def test_analyses_config_is_checked():

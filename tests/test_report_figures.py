@@ -16,7 +16,7 @@ from test_report import TASKS, _landscape_dir, _probe_dir, tidy_row
 
 from atkd.report import report
 from atkd.report.figures import TEACHER_COLOUR, method_colours
-from atkd.report.tables import identical_atkd_runs, scores
+from atkd.report.tables import RUN_COLUMNS, arm_objectives, load_runs, shared_atkd_objectives
 
 METHODS = ["sft", "kd", "rkd", "dkd", "kd_early", "tkd_only", "dkd_only"]
 NOISE = {1: 0.01, 2: -0.01, 3: 0.0}  # shared by every arm: paired differences are exact
@@ -73,6 +73,15 @@ def write_study(root: Path) -> dict:
         _probe_dir(root / "probes", "t-big", [0.1, 0.2, 0.05]),
         _probe_dir(root / "probes", "t-small", [0.5, 0.6, 0.7]),
     ]
+    # runs.csv: one objective key per configuration; dkd + ATKD is given kd + ATKD's key, kd_early its own
+    keys = {(m, a): "kd-on" if (m, a) == ("dkd", "on") else f"{m}-{a}" for m, _, a in arms}
+    runs = [
+        dict(run=f"{m}/{t or 'none'}/{a}/s{s}", method=m, teacher=t, atkd=a, seed=s, objective=keys[(m, a)])
+        for m, t, a in arms
+        if m != "teacher"
+        for s in (1, 2, 3)
+    ]
+    pd.DataFrame(runs, columns=RUN_COLUMNS).to_csv(root / "runs.csv", index=False)
     return dict(
         metrics=root / "metrics.csv",
         models=root / "models.csv",
@@ -82,6 +91,7 @@ def write_study(root: Path) -> dict:
         probes=probes,
         landscapes=landscapes,
         analyses=ANALYSES,
+        runs=root / "runs.csv",
     )
 
 
@@ -227,29 +237,32 @@ def test_probes_table_rows_by_teacher_size(drawn):
     assert tex.index("t-small &") < tex.index("t-big &")
 
 
-def test_identical_atkd_students_are_named_in_f5(drawn):
+def test_same_objective_marks_come_from_runs_csv(drawn):
+    """F5, F8 and the sweep's labels mark students with one objective from runs.csv's keys only: dkd + ATKD
+    has kd + ATKD's key (as equal configurations would give); kd_early ties kd + ATKD's scores exactly but
+    has its own key, so it is compared, not marked."""
     args, _ = drawn
-    per_seed = scores(pd.read_csv(args["metrics"], keep_default_na=False), TASKS)
-    # dkd + ATKD is kd + ATKD (the configured order says which is named), at both teachers
-    assert identical_atkd_runs(per_seed, METHODS) == {("dkd", "t-small"): "kd", ("dkd", "t-big"): "kd"}
-    assert identical_atkd_runs(per_seed, ["dkd", "kd"]) == {("kd", "t-small"): "dkd", ("kd", "t-big"): "dkd"}
+    objectives = arm_objectives(load_runs(args["runs"]))
+    # the configured order says which of two +ATKD arms with one objective is named
+    assert shared_atkd_objectives(objectives, METHODS) == {("dkd", "t-small"): "kd", ("dkd", "t-big"): "kd"}
+    reverse = shared_atkd_objectives(objectives, ["dkd", "kd"])
+    assert reverse == {("kd", "t-small"): "dkd", ("kd", "t-big"): "dkd"}
     text = (args["tables"].parent / "REPORT.md").read_text()
     f5 = text[text.index("## F5") : text.index("## F6")]
     dkd_rows = [ln for ln in f5.splitlines() if ln.startswith("| dkd |")]
     assert len(dkd_rows) == 2
-    assert all("its +ATKD student is identical to kd + ATKD: the same objective" in ln for ln in dkd_rows)
-    assert not any("identical" in ln for ln in f5.splitlines() if ln.startswith(("| kd |", "| rkd |")))
+    assert all("(same objective as kd + ATKD: equal keys in runs.csv)" in ln for ln in dkd_rows)
+    assert not any("same objective" in ln for ln in f5.splitlines() if ln.startswith(("| kd |", "| rkd |")))
     # dkd + ATKD vs dkd is its own comparison (its baseline is dkd), counted, and said to share its
     # +ATKD side with kd's
     assert "(2 of them share their +ATKD student with another row's, so they are not independent)" in f5
     n = sum(ln.startswith("| ") and not ln.startswith("| method") for ln in f5.splitlines())
     assert n == 5 and re.search(r"- \d of 5 comparisons \(2 of them share", f5)
-    f8 = text[text.index("## F8") :]
+    f8 = text[text.index("## F8") : text.index("## Power")]
     # kd + ATKD vs dkd without ATKD is a real comparison (the same numbers as F5's dkd rows) ...
     assert "- kd + ATKD minus `dkd` at t-big: +0.1500" in f8 and "the same numbers as F5's `dkd` row" in f8
-    # ... kd + ATKD vs kd_early, whose scores are identical, is not one
-    assert "kd + ATKD and `kd_early` at t-big: identical scores on every seed and task" in f8
-    assert "minus `kd_early`" not in f8
+    # ... and so is kd + ATKD vs kd_early: tied scores are no evidence of one objective
+    assert "- kd + ATKD minus `kd_early` at t-big: +0.0000" in f8 and "the same objective" not in f8
 
 
 def test_figures_readable(drawn):

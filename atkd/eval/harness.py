@@ -15,6 +15,8 @@ means the run finished:
     tasks/atkd_<suite>.yaml   the run's task configs
     generations.jsonl         per document: task, id, prompt (exactly what the model saw), answer,
                               reference, scores
+    doc_scores.csv            per document: [meta columns...], task, doc, metric, value for the metrics
+                              that may score a task (`doc_score_rows`; their mean is metrics.csv's value)
     lm_eval_results.json      lm-eval's aggregate results and task configs (provenance)
     metrics.csv               tidy rows: [meta columns...], task, metric, value, n
 """
@@ -59,7 +61,13 @@ PRIMARY_METRIC: dict[str, str] = {
     "multiple_choice": "acc",
     "short_answer": "acc",
 }
+# The metrics that may score a task in the report's tables, in the order the report prefers them when
+# the config does not say (atkd.report.tables): the study's judge ratio (the synthetic world's
+# programmatic judge, or the LLM judge on real instruction sets), then accuracy, exact match, Rouge-L.
+# `doc_scores.csv` holds the per-document scores of each of these that a task has.
+PRIMARY_PREFERENCE = ("judge_ratio", "llm_judge_ratio", "acc", "exact_match", "rougeL")
 METRIC_COLUMNS = ("task", "metric", "value", "n")
+DOC_COLUMNS = ("task", "doc", "metric", "value")
 DEFAULT_MAX_NEW_TOKENS = 256  # the study's greedy budget
 DEFAULT_FEWSHOT_SEED = 1234  # lm-eval's default; fixed so that few-shot prompts do not change with `seed`
 
@@ -510,6 +518,73 @@ def generation_records(
     return out
 
 
+def doc_score_rows(
+    records: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    meta: Mapping[str, Any] | None = None,
+    *,
+    rel: float = 1e-6,
+) -> list[dict[str, Any]]:
+    """Per-document scores (meta..., task, doc, metric, value) of each task's metrics that may score it in
+    the report (PRIMARY_PREFERENCE; a benchmark's metric under an lm-eval filter as `metric[filter]`),
+    from the generation records, so that the report can resample documents (atkd.report.stats).
+
+    A document's value is its score averaged over sample seeds; for the judge ratio (sum of the answers'
+    judge scores / sum of the references') it is the answer's judge score over the mean reference score of
+    the task's documents (per sample seed). So in every case the mean over documents is the task's value
+    in `rows` (metrics.csv). A metric whose documents disagree with that value (e.g. a benchmark group
+    that lm-eval averages by subtask) or differ between sample seeds is left out, with a warning."""
+    wanted = {
+        (r["task"], r["metric"]): float(r["value"])
+        for r in rows
+        if "@" not in r["metric"] and r["metric"].split("[")[0] in PRIMARY_PREFERENCE
+    }
+    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault((rec["task"], rec.get("sample_seed")), []).append(rec)
+    values: dict[tuple[str, str], dict[Any, dict[str, float]]] = {}  # (task, metric) -> seed -> doc -> v
+    repeated: set[tuple[str, str]] = set()
+    for (task, seed), recs in groups.items():
+        refs = [
+            float(r["scores"]["judge_reference"]) for r in recs if "judge_reference" in r.get("scores", {})
+        ]
+        ref_mean = sum(refs) / len(refs) if refs else math.nan
+        for rec in recs:
+            doc = f"{rec['subtask']}/{rec['id']}" if "subtask" in rec else str(rec["id"])
+            filt = rec.get("filter", "none")
+            for key, value in rec.get("scores", {}).items():
+                if key == "judge":
+                    metric, value = "judge_ratio", float(value) / ref_mean
+                elif isinstance(value, bool) or not isinstance(value, int | float):
+                    continue
+                else:
+                    metric = key if filt == "none" else f"{key}[{filt}]"
+                if (task, metric) not in wanted:
+                    continue
+                docs = values.setdefault((task, metric), {}).setdefault(seed, {})
+                if doc in docs:
+                    repeated.add((task, metric))
+                docs[doc] = float(value)
+    out: list[dict[str, Any]] = []
+    for (task, metric), by_seed in values.items():
+        docs = list(next(iter(by_seed.values())))
+        if (task, metric) in repeated or any(set(d) != set(docs) for d in by_seed.values()):
+            log.warning("%s %s: documents repeat or differ between seeds: not per document", task, metric)
+            continue
+        per_doc = {doc: sum(d[doc] for d in by_seed.values()) / len(by_seed) for doc in docs}
+        mean, table = sum(per_doc.values()) / len(per_doc), wanted[(task, metric)]
+        if abs(mean - table) > rel * max(1.0, abs(table)):
+            log.warning(
+                "%s %s: document mean %r is not the task's %r: not per document", task, metric, mean, table
+            )
+            continue
+        out += [
+            {**(meta or {}), "task": task, "doc": doc, "metric": metric, "value": v}
+            for doc, v in per_doc.items()
+        ]
+    return out
+
+
 def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
@@ -520,7 +595,8 @@ def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
 
 def _check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     meta = dict(meta or {})
-    clash = [k for k in meta if k in METRIC_COLUMNS or k in ("id", "prompt", "answer", "reference", "scores")]
+    output = ("id", "doc", "prompt", "answer", "reference", "scores")
+    clash = [k for k in meta if k in METRIC_COLUMNS or k in output]
     if clash:
         raise ValueError(f"meta keys {clash} clash with the output columns")
     return meta
@@ -549,8 +625,8 @@ def evaluate(
     meta: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate `model` (HF directory or Hub id) on `suites` of the world in `world_dir`; write the run's
-    task YAMLs, `generations.jsonl`, `lm_eval_results.json` and `metrics.csv` into `out_dir`, and return
-    the metric rows.
+    task YAMLs, `generations.jsonl`, `doc_scores.csv`, `lm_eval_results.json` and `metrics.csv` into
+    `out_dir`, and return the metric rows.
 
     `limit` evaluates the first N documents of each suite; `seed` seeds Python, NumPy and torch (it only
     matters when sampling, `temperature` > 0); `sample_seeds` (the MiniLLM/DistiLLM protocol: 10 20 30 40
@@ -666,6 +742,8 @@ def evaluate(
     gens.sort(key=lambda r: order[r["task"]])
 
     atomic_write_text(out_dir / "generations.jsonl", dumps_jsonl(gens))
+    docs = doc_score_rows(gens, rows, meta)
+    atomic_write_text(out_dir / "doc_scores.csv", _csv_text(docs, [*meta, *DOC_COLUMNS]))
     provenance: dict[str, Any] = {
         "runs": [
             {

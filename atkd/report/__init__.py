@@ -1,6 +1,9 @@
 """The report stage: tables and figures from the tidy result files, and the collection of per-run rows.
 
     atkd collect --out results/metrics.csv results/runs/*/*/*/*/eval/metrics.csv
+    atkd collect --doc-scores-out results/doc_scores.csv \
+        --doc-scores results/runs/*/*/*/*/eval/doc_scores.csv \
+        --metrics results/metrics.csv --runs-out results/runs.csv --summaries RUN=SUMMARY_JSON ...
     atkd report --metrics results/metrics.csv --models results/models.csv \
         --tables results/tables --figures figures
 
@@ -22,17 +25,26 @@ from atkd.fsutil import atomic_write_text
 from atkd.report.analyses import analysis_figure, analysis_scores, analysis_table, parse_analyses
 from atkd.report.figures import landscape_2d, landscape_lines, method_colours, teacher_sweep, unc_density
 from atkd.report.findings import report_markdown
+from atkd.report.stats import Evidence
 from atkd.report.tables import (
     METRIC_COLUMNS,
+    arm_objectives,
+    check_doc_scores,
     frame_to_latex,
+    load_chance,
+    load_doc_scores,
     load_metrics,
     load_models,
+    load_runs,
     main_table,
     primary_metrics,
     scores,
+    shared_atkd_objectives,
     to_latex,
     to_markdown,
+    with_chance,
 )
+from atkd.report.tidy import collect_doc_scores, collect_runs, parse_summaries
 
 __all__ = ["collect", "report"]
 
@@ -67,15 +79,27 @@ def report(
     probes: list[Path] | None = None,
     landscapes: list[Path] | None = None,
     analyses: Mapping[str, Mapping[str, Any]] | None = None,
+    doc_scores: Path | None = None,
+    runs: Path | None = None,
+    chance: Path | None = None,
 ) -> list[Path]:
     """Write `tables/main.{csv,md,tex}`, `figures/teacher_sweep.{png,pdf}`, with probe tables
     (`probes/<teacher>/{summary,tokens}.csv` directories) `tables/probes.{csv,md,tex}` and
     `figures/unc_density.{png,pdf}`, with landscapes `figures/landscape.{png,pdf}` (1-D) and
     `figures/landscape_2d.{png,pdf}` (if the grid is 2-D), with analyses `tables/analyses.{csv,md,tex}` and
-    `figures/analyses.{png,pdf}`, and `REPORT.md` next to `tables/`; returns the written paths."""
+    `figures/analyses.{png,pdf}`, and `REPORT.md` next to `tables/`; returns the written paths.
+
+    With `doc_scores` (doc_scores.csv, checked against metrics.csv) REPORT.md's comparisons resample
+    documents as well as seeds; with `runs` (runs.csv) it marks students that share an objective; with
+    `chance` (chance.csv: task, chance) the main table gains a chance row."""
     df = load_metrics(metrics)
     mdl = load_models(models)
     prim = primary_metrics(df, primary)
+    docs = load_doc_scores(doc_scores) if doc_scores else None
+    if docs is not None:
+        check_doc_scores(docs, df)
+    run_rows = load_runs(runs) if runs else None
+    levels = load_chance(chance) if chance else {}
     points = flat = None
     if landscapes:
         flat = pd.concat([pd.read_csv(Path(p) / "summary.csv", dtype={"atkd": str}) for p in landscapes])
@@ -83,7 +107,7 @@ def report(
     seen = set(df["method"]) | (set(points["method"]) if points is not None else set())
     order = list(methods or []) + sorted(seen - set(methods or []))
     colours = method_colours(order)  # built once: the same colour for a method in every figure
-    stats = main_table(df, prim, order)
+    stats = with_chance(main_table(df, prim, order), levels, sorted(prim))
     out = [tables / "main.csv", tables / "main.md"]
     atomic_write_text(out[0], stats.to_csv(index=False))
     atomic_write_text(out[1], to_markdown(stats, prim))
@@ -94,7 +118,10 @@ def report(
     teachers_of = per_seed.groupby("method")["teacher"].nunique()
     no_teacher = set(per_seed.loc[per_seed["teacher"] == "", "method"])
     swept = [m for m in order if teachers_of.get(m, 0) >= 2 or m in no_teacher]
-    out += teacher_sweep(per_seed, mdl, figures / "teacher_sweep", swept or order, colours=colours)
+    twins = shared_atkd_objectives(arm_objectives(run_rows), order)
+    out += teacher_sweep(
+        per_seed, mdl, figures / "teacher_sweep", swept or order, colours=colours, twins=twins
+    )
     summary = None
     if probes:
         summary = pd.concat([pd.read_csv(Path(p) / "summary.csv") for p in probes], ignore_index=True)
@@ -122,7 +149,18 @@ def report(
         atomic_write_text(out[-1], frame_to_latex(table))
         out += analysis_figure(table, mdl, figures / "analyses", colours)
     out.append(tables.parent / "REPORT.md")
-    text = report_markdown(per_seed, mdl, summary, flat, analyses, tasks=sorted(prim), methods=order)
+    text = report_markdown(
+        per_seed,
+        mdl,
+        summary,
+        flat,
+        analyses,
+        tasks=sorted(prim),
+        methods=order,
+        evidence=Evidence(per_seed, prim, docs),
+        runs=run_rows,
+        chance=levels,
+    )
     atomic_write_text(out[-1], text)
     return out
 
@@ -148,13 +186,40 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
     """Add `atkd collect` and `atkd report`."""
-    p = sub.add_parser("collect", help="concatenate per-run tidy metrics into one table")
-    p.add_argument("inputs", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser(
+        "collect", help="concatenate per-run tidy tables: metrics, per-document scores, run objectives"
+    )
+    p.add_argument("inputs", nargs="*", type=Path, help="per-run metrics.csv files (concatenated into --out)")
+    p.add_argument("--out", type=Path, default=None, help="the collected metrics.csv")
+    p.add_argument("--doc-scores", nargs="*", type=Path, default=[], help="per-run doc_scores.csv files")
+    p.add_argument("--doc-scores-out", type=Path, default=None, help="the collected doc_scores.csv")
+    p.add_argument(
+        "--summaries",
+        nargs="*",
+        default=[],
+        metavar="RUN=PATH",
+        help="each trained student's train_summary.json by its run id (runs.csv, atkd.report.tidy)",
+    )
+    p.add_argument("--metrics", type=Path, default=None, help="collected metrics.csv (default: --out)")
+    p.add_argument("--runs-out", type=Path, default=None, help="runs.csv: one row per run, its objective key")
 
     def run_collect(a: argparse.Namespace) -> int:
-        rows = collect(a.inputs, a.out)
-        print(f"{a.out}: {len(rows)} rows from {len(a.inputs)} file(s)")
+        if not (a.out or a.doc_scores_out or a.runs_out):
+            raise SystemExit("atkd collect: nothing to write (give --out, --doc-scores-out or --runs-out)")
+        if a.out:
+            if not a.inputs:
+                raise SystemExit("atkd collect: --out needs at least one metrics file")
+            rows = collect(a.inputs, a.out)
+            print(f"{a.out}: {len(rows)} rows from {len(a.inputs)} file(s)")
+        if a.doc_scores_out:
+            docs = collect_doc_scores(a.doc_scores, a.doc_scores_out)
+            print(f"{a.doc_scores_out}: {len(docs)} rows from {len(a.doc_scores)} file(s)")
+        if a.runs_out:
+            metrics = a.metrics or a.out
+            if metrics is None:
+                raise SystemExit("atkd collect: --runs-out needs --metrics (or --out)")
+            runs = collect_runs(parse_summaries(a.summaries), metrics, a.runs_out)
+            print(f"{a.runs_out}: {len(runs)} run(s), {runs['objective'].nunique()} objective(s)")
         return 0
 
     p.set_defaults(func=run_collect)
@@ -176,6 +241,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         default="",
         help="JSON {name: {atkd: on|off, members: {method: label}}} (the config's `analyses:` section)",
     )
+    p.add_argument(
+        "--doc-scores", type=Path, default=None, help="doc_scores.csv: resample documents as well as seeds"
+    )
+    p.add_argument("--runs", type=Path, default=None, help="runs.csv: which students share an objective")
+    p.add_argument("--chance", type=Path, default=None, help="chance.csv (task, chance): a chance row")
 
     def run_report(a: argparse.Namespace) -> int:
         analyses = parse_analyses(a.analyses)
@@ -189,6 +259,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
             a.probes,
             a.landscapes,
             analyses,
+            doc_scores=a.doc_scores,
+            runs=a.runs,
+            chance=a.chance,
         ):
             print(path)
         return 0

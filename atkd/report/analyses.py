@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from atkd.report.figures import SD_NOTE, colour_of, method_colours, plt, save_figure
-from atkd.report.stats import paired
+from atkd.report.stats import Arm, Evidence
 from atkd.report.tables import AVERAGE
 
 # The analyses findings read, and the member labels they look for.
@@ -115,23 +115,27 @@ def analysis_figure(
     return save_figure(fig, stem)
 
 
-def _member(per_seed: pd.DataFrame, analysis: str, label: str, teacher: str) -> pd.Series:
+def _arm(per_seed: pd.DataFrame, analysis: str, label: str, teacher: str) -> Arm:
+    """The (method, teacher, atkd) of an analysis member at a teacher."""
     sub = per_seed[
         (per_seed["analysis"] == analysis) & (per_seed["label"] == label) & (per_seed["teacher"] == teacher)
     ]
-    return sub.set_index("seed")["value"]
+    return str(sub["method"].iloc[0]), teacher, str(sub["atkd"].iloc[0])
 
 
-def _compare(per_seed: pd.DataFrame, analysis: str, better: str, worse: str, claim: str) -> list[str]:
-    """Paired `better - worse` at each teacher both were run with; one line per teacher."""
+def _compare(
+    per_seed: pd.DataFrame, evidence: Evidence, analysis: str, better: str, worse: str, claim: str
+) -> list[str]:
+    """`better - worse` at each teacher both were run with (atkd.report.stats: hierarchical paired
+    bootstrap over seeds and documents); one line per teacher."""
     sub = per_seed[per_seed["analysis"] == analysis]
     teachers = sorted(
         set(sub.loc[sub["label"] == better, "teacher"]) & set(sub.loc[sub["label"] == worse, "teacher"])
     )
     lines = []
     for teacher in teachers:
-        cmp = paired(
-            _member(per_seed, analysis, better, teacher), _member(per_seed, analysis, worse, teacher)
+        cmp = evidence.compare(
+            _arm(per_seed, analysis, better, teacher), _arm(per_seed, analysis, worse, teacher)
         )
         if cmp is not None:
             lines.append(f"- {better} minus {worse} at {teacher}: {cmp.text()}: {claim} is **{cmp.verdict}**")
@@ -148,25 +152,27 @@ def _absent(per_seed: pd.DataFrame, analysis: str) -> str | None:
     return None
 
 
-def f3_lines(per_seed: pd.DataFrame) -> list[str]:
+def f3_lines(per_seed: pd.DataFrame, evidence: Evidence) -> list[str]:
     """F3's training-time half: DKD-only students beat TKD-only students."""
     gap = _absent(per_seed, "tkd_vs_dkd")
     if gap:
         return [gap]
-    return _compare(per_seed, "tkd_vs_dkd", "DKD only", "TKD only", "DKD matters more than TKD")
+    return _compare(per_seed, evidence, "tkd_vs_dkd", "DKD only", "TKD only", "DKD matters more than TKD")
 
 
-def f4_lines(per_seed: pd.DataFrame) -> list[str]:
+def f4_lines(per_seed: pd.DataFrame, evidence: Evidence) -> list[str]:
     """F4: with DKD on every token, adding TKD on easy tokens hurts and on hard tokens helps."""
     gap = _absent(per_seed, "tkd_placement")
     if gap:
         return [gap]
     return _compare(
-        per_seed, "tkd_placement", "TKD on none", "TKD on easy", "TKD on easy tokens hurts"
-    ) + _compare(per_seed, "tkd_placement", "TKD on hard", "TKD on none", "TKD on hard tokens helps")
+        per_seed, evidence, "tkd_placement", "TKD on none", "TKD on easy", "TKD on easy tokens hurts"
+    ) + _compare(
+        per_seed, evidence, "tkd_placement", "TKD on hard", "TKD on none", "TKD on hard tokens helps"
+    )
 
 
-def f7_lines(per_seed: pd.DataFrame) -> list[str]:
+def f7_lines(per_seed: pd.DataFrame, evidence: Evidence) -> list[str]:
     """F7: the sweep means, and paired k=0.5 vs 0.7 and lam=0.2 vs 0.9 (the values the paper compares)."""
     lines = []
     for analysis, (best, worse) in (("k_sweep", ROLES["k_sweep"]), ("lam_sweep", ROLES["lam_sweep"])):
@@ -183,5 +189,5 @@ def f7_lines(per_seed: pd.DataFrame) -> list[str]:
                 + ", ".join(f"{label} {v:.4f}" for label, v in means.items())
                 + f"; highest: {top}"
             )
-        lines += _compare(per_seed, analysis, best, worse, f"{best} beats {worse}")
+        lines += _compare(per_seed, evidence, analysis, best, worse, f"{best} beats {worse}")
     return lines

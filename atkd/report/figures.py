@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from atkd.report.tables import AVERAGE, identical_atkd_runs  # noqa: E402
+from atkd.report.tables import AVERAGE  # noqa: E402
 
 TEACHER_METHOD = "teacher"  # rows of a teacher's own evaluation (method column of metrics.csv)
 TEACHER_COLOUR = "#888888"  # the teachers' own scores: a grey that no method gets
@@ -75,8 +75,11 @@ def teacher_sweep(
     methods: Sequence[str],
     task: str = AVERAGE,
     colours: Mapping[str, str] | None = None,
+    twins: Mapping[tuple[str, str], str] | None = None,
 ) -> list[Path]:
-    """Student score vs teacher size, one line per method, solid without and dashed with ATKD.
+    """Student score vs teacher size, one line per method, solid without and dashed with ATKD; `twins`
+    ((method, teacher) -> other method, tables.shared_atkd_objectives) labels a +ATKD line whose students
+    share their objective with another method's everywhere (`dkd + ATKD (= kd + ATKD)`).
 
     Points are means over seeds and error bars the standard deviation over seeds; each line is shifted a
     little along the (log) x axis so that lines with equal values (e.g. kd + ATKD and dkd + ATKD) stay
@@ -86,7 +89,7 @@ def teacher_sweep(
     params = dict(zip(models["model"], models["params"], strict=False))
     sc = scores[scores["task"] == task]
     colours = colours or method_colours(methods)
-    twins = identical_atkd_runs(scores, methods)  # +ATKD students identical on every seed and task
+    twins = dict(twins or {})  # +ATKD students with another method's objective (runs.csv), not tied scores
     fig, ax = plt.subplots(figsize=(7.2, 4.2))
     own = sc[sc["method"] == TEACHER_METHOD].groupby("teacher")["value"].mean().reset_index()
     if not own.empty:

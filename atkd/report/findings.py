@@ -1,11 +1,16 @@
 """`results/REPORT.md`: each finding of the study (F1-F8, PAPER.md) with what this run measured and a
-plain verdict. Reads only tidy tables: the per-seed scores (`tables.scores`), the model list and the
-probe summaries.
+plain verdict, then how many seeds and documents would resolve an effect of 0.02. Reads only tidy tables:
+the per-seed scores (`tables.scores`), the per-document scores (doc_scores.csv), the runs' objective keys
+(runs.csv), the chance levels (chance.csv), the model list and the probe summaries.
 
-Every comparison is paired over seeds (the same seed gives the same data order and student start for both
-arms): mean difference and a two-sided 95% t-interval. Verdict: "supported" if the interval lies above
-zero in the claimed direction, "not supported" if it lies on the other side, otherwise "inconclusive at
-this scale" (always so with a single seed). Findings whose experiment this run did not include say so.
+Every comparison of students is paired over seeds (the same seed gives the same data order and student
+start for both arms) and documents (the same suites) and rests on atkd.report.stats' hierarchical
+bootstrap: the difference of average scores, its 95% percentile interval and the minimal detectable
+effect MDE = (z_0.975 + z_0.80) * SE. Verdict: "supported" if the interval lies on the claimed side of
+zero, "not supported (opposite direction)" if it lies on the other side, otherwise "inconclusive" with
+the effect's size against the MDE. Two students are "the same objective" only when runs.csv gives them
+equal objective keys (their resolved training configurations), never because their scores tie. Findings
+whose experiment this run did not include say so.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from typing import Any
 import pandas as pd
 
 from atkd.report.analyses import analysis_scores, f3_lines, f4_lines, f7_lines
-from atkd.report.stats import Paired, paired
-from atkd.report.tables import AVERAGE, identical_atkd_runs, same_scores
+from atkd.report.stats import LEVEL, N_BOOT, POWER, Z_MDE, Comparison, Evidence, paired
+from atkd.report.tables import AVERAGE, arm_objectives, same_objective, shared_atkd_objectives
 
 ALTERNATIVES = ("kd_early", "kd_ta", "dkd")  # F8's other remedies, by their default config names
+MDE_TARGET = 0.02  # the effect the power section sizes the study for
+FEW_SEEDS = 5  # below this many seeds the bootstrap's seed spread rests on too few values
 
 
 def _series(sc: pd.DataFrame, method: str, teacher: str, atkd: str, task: str = AVERAGE) -> pd.Series:
@@ -30,7 +37,7 @@ def _series(sc: pd.DataFrame, method: str, teacher: str, atkd: str, task: str = 
     return sub.set_index("seed")["value"]
 
 
-def _f1(sc: pd.DataFrame, params: dict[str, float]) -> list[str]:
+def _f1(sc: pd.DataFrame, params: dict[str, float], evidence: Evidence) -> list[str]:
     lines = ["## F1. A larger teacher can give a worse student", ""]
     found = False
     for method in sorted(set(sc["method"])):
@@ -44,7 +51,7 @@ def _f1(sc: pd.DataFrame, params: dict[str, float]) -> list[str]:
         means = {t: _series(sc, method, t, "off").mean() for t in teachers}
         largest = teachers[-1]
         best = max(teachers[:-1], key=means.get)
-        cmp = paired(_series(sc, method, largest, "off"), _series(sc, method, best, "off"))
+        cmp = evidence.compare((method, largest, "off"), (method, best, "off"))
         lines.append(
             f"- `{method}` (average score by teacher, smallest first): "
             + ", ".join(f"{t} {means[t]:.4f}" for t in teachers)
@@ -52,7 +59,7 @@ def _f1(sc: pd.DataFrame, params: dict[str, float]) -> list[str]:
         if cmp is not None:
             lines.append(
                 f"  - largest teacher ({largest}) minus the best smaller one ({best}): {cmp.text()}; "
-                f"the claim (largest is worse) is **{Paired(-cmp.mean, -cmp.high, -cmp.low, cmp.n).verdict}**"
+                f"the claim (largest is worse) is **{cmp.verdict_for(-1)}**"
             )
     if not found:
         lines.append("- Not measured: no method was run with two or more teachers.")
@@ -105,18 +112,20 @@ def _f2_f3(probes: pd.DataFrame | None, params: dict[str, float]) -> list[str]:
     return lines
 
 
-def _f5(sc: pd.DataFrame, order: Sequence[str]) -> list[str]:
-    """+ATKD minus without, per method and teacher. A +ATKD student identical (every seed and task) to an
-    earlier method's +ATKD student at that teacher is the same objective trained twice (dkd with
-    alpha = beta = 1 under ATKD is kd under ATKD): its comparison still counts (its baseline differs), and
-    its row and the summary say that it shares its +ATKD side with the other method's row."""
+def _f5(
+    sc: pd.DataFrame, order: Sequence[str], evidence: Evidence, objectives: Mapping[Any, frozenset[str]]
+) -> list[str]:
+    """+ATKD minus without, per method and teacher. A +ATKD student whose objective key (runs.csv) is that
+    of an earlier method's +ATKD student at that teacher is the same objective trained twice: its
+    comparison still counts (its baseline differs), and its row and the summary say that it shares its
+    +ATKD side with the other method's row. Tied scores alone never mark anything."""
     lines = ["## F5. ATKD improves every baseline", ""]
     lines += ["| method | teacher | +ATKD minus without (average score) | verdict |", "|---|---|---|---|"]
-    twins = identical_atkd_runs(sc, order)
+    twins = shared_atkd_objectives(objectives, order)
     verdicts = []
     shared = 0
     for (method, teacher), _ in sc[sc["atkd"] == "on"].groupby(["method", "teacher"]):
-        cmp = paired(_series(sc, method, teacher, "on"), _series(sc, method, teacher, "off"))
+        cmp = evidence.compare((method, teacher, "on"), (method, teacher, "off"))
         if cmp is None:
             continue
         verdicts.append(cmp.verdict)
@@ -124,7 +133,7 @@ def _f5(sc: pd.DataFrame, order: Sequence[str]) -> list[str]:
         note = ""
         if twin is not None:
             shared += 1
-            note = f" (its +ATKD student is identical to {twin} + ATKD: the same objective)"
+            note = f" (same objective as {twin} + ATKD: equal keys in runs.csv)"
         lines.append(f"| {method} | {teacher} | {cmp.text()} | {cmp.verdict}{note} |")
     if not verdicts:
         return lines[:2] + ["- Not measured: no method was run with and without ATKD.", ""]
@@ -144,11 +153,12 @@ def _f5(sc: pd.DataFrame, order: Sequence[str]) -> list[str]:
     )
     lines += [
         "",
-        f"- {n_sup} of {len(verdicts)} comparisons{note} favour ATKD beyond seed noise, {n_neg} go the other"
-        f" way: the claim (consistent gains on every baseline) is **{overall}**.",
-        "",
+        f"- {n_sup} of {len(verdicts)} comparisons{note} favour ATKD beyond the 95% interval, {n_neg} go the"
+        f" other way: the claim (consistent gains on every baseline) is **{overall}**.",
     ]
-    return lines
+    if not objectives:
+        lines.append("- No runs.csv: which +ATKD students share an objective is not known here.")
+    return lines + [""]
 
 
 def _f6(flat: pd.DataFrame | None) -> list[str]:
@@ -159,20 +169,21 @@ def _f6(flat: pd.DataFrame | None) -> list[str]:
     for (method, teacher), sub in sharp.groupby(["method", "teacher"]):
         on = sub[sub["atkd"] == "on"].set_index("seed")["value"]
         off = sub[sub["atkd"] == "off"].set_index("seed")["value"]
-        cmp = paired(on, off)
+        cmp = paired(on, off)  # one sharpness per seed: seeds are resampled, no documents
         if cmp is None:
             continue
-        claim = Paired(-cmp.mean, -cmp.high, -cmp.low, cmp.n)  # flatter = lower sharpness
         lines.append(
             f"- `{method}` at {teacher}: sharpness (mean loss rise along a filter-normalised direction) with "
-            f"ATKD minus without: {cmp.text()}: flatter with ATKD is **{claim.verdict}**"
+            f"ATKD minus without: {cmp.text()}: flatter with ATKD is **{cmp.verdict_for(-1)}**"
         )
     return lines + [""]
 
 
-def _f8(sc: pd.DataFrame, reference: str) -> list[str]:
+def _f8(
+    sc: pd.DataFrame, reference: str, evidence: Evidence, objectives: Mapping[Any, frozenset[str]]
+) -> list[str]:
     """Reference + ATKD minus each other remedy (without ATKD) at the teachers both have. A remedy whose
-    scores are identical to the reference + ATKD ones is the same student: said so, not compared."""
+    objective key (runs.csv) is that of reference + ATKD is the same student: said so, not compared."""
     lines = ["## F8. ATKD beats the other remedies for a large teacher", ""]
     present = [m for m in ALTERNATIVES if m in set(sc["method"])]
     if reference not in set(sc["method"]) or not present:
@@ -185,25 +196,89 @@ def _f8(sc: pd.DataFrame, reference: str) -> list[str]:
             sc.loc[(sc["method"] == reference) & (sc["atkd"] == "on"), "teacher"]
         )
         for teacher in sorted(teachers):
-            if same_scores(sc, (reference, teacher, "on"), (alt, teacher, "off")):
+            ref = (reference, teacher, "on")
+            if same_objective(objectives, ref, (alt, teacher, "off")):
                 lines.append(
-                    f"- {reference} + ATKD and `{alt}` at {teacher}: identical scores on every seed and task "
-                    "(the same objective): not a comparison"
+                    f"- {reference} + ATKD and `{alt}` at {teacher}: the same objective (equal keys in "
+                    "runs.csv): not a comparison"
                 )
                 continue
-            cmp = paired(_series(sc, reference, teacher, "on"), _series(sc, alt, teacher, "off"))
+            cmp = evidence.compare(ref, (alt, teacher, "off"))
             if cmp is None:
                 continue
             note = ""
-            if same_scores(sc, (reference, teacher, "on"), (alt, teacher, "on")):
+            if same_objective(objectives, ref, (alt, teacher, "on")):
                 note = (
-                    f" (the same numbers as F5's `{alt}` row: {alt} + ATKD is identical to "
+                    f" (the same numbers as F5's `{alt}` row: {alt} + ATKD has the objective of "
                     f"{reference} + ATKD)"
                 )
             lines.append(
                 f"- {reference} + ATKD minus `{alt}` at {teacher}: {cmp.text()}: **{cmp.verdict}**{note}"
             )
     return lines + [""]
+
+
+def _docs_text(docs: Sequence[int]) -> str:
+    """Documents per suite, e.g. `100` or `80-100` (suites without per-document scores left out)."""
+    with_docs = [n for n in docs if n > 1]
+    if not with_docs:
+        return "no per-document scores"
+    low, high = min(with_docs), max(with_docs)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+def _power(sc: pd.DataFrame, reference: str, params: Mapping[str, float], evidence: Evidence) -> list[str]:
+    """The power section: for reference + ATKD vs reference at each teacher, the measured MDE, the MDE
+    the variance components predict, and the seeds that would bring it to MDE_TARGET at the current
+    number of documents (stats.Components.seeds_for)."""
+    lines = [f"## Power: seeds and documents to resolve an effect of {MDE_TARGET}", ""]
+    arms = sc[(sc["method"] == reference) & (sc["task"] == AVERAGE)]
+    teachers = sorted(
+        set(arms.loc[arms["atkd"] == "on", "teacher"]) & set(arms.loc[arms["atkd"] == "off", "teacher"]),
+        key=lambda t: (params.get(t, math.inf), t),
+    )
+    rows: list[str] = []
+    for teacher in teachers:
+        cmp: Comparison | None = evidence.compare((reference, teacher, "on"), (reference, teacher, "off"))
+        if cmp is None:
+            continue
+        c = cmp.components
+        docs = _docs_text(c.docs)
+        if math.isnan(c.seed_var):
+            predicted, seed_sd, need = "-", "-", "unknown: one seed does not measure the seed variance"
+        else:
+            predicted, seed_sd = f"{c.mde():.4f}", f"{math.sqrt(c.seed_var):.4f}"
+            n = c.seeds_for(MDE_TARGET)
+            at = "seeds only" if docs == "no per-document scores" else f"at {docs} docs per task"
+            if n is None:
+                floor = Z_MDE * math.sqrt(c.variance(10**9))
+                need = f"not reachable {at} (the documents alone give MDE {floor:.4f})"
+            else:
+                need = f"{n} ({at})"
+        rows.append(f"| {teacher} | {cmp.scale()} | {cmp.mde:.4f} | {predicted} | {seed_sd} | {need} |")
+    if not rows:
+        return lines + [
+            f"- Not measured: `{reference}` was not run with and without ATKD at one teacher.",
+            "",
+        ]
+    lines += [
+        f"For {reference} + ATKD minus {reference} at each teacher: MDE = (z_0.975 + z_0.80) x SE ="
+        f" {Z_MDE:.2f} x SE, the smallest true difference a two-sided {1 - LEVEL:.0%} test detects with"
+        f" {POWER:.0%} power. Measured: SE is the bootstrap standard error. Predicted: from the comparison's"
+        " variance components (two-way ANOVA per task, atkd.report.stats.Components), SE^2 = seed_var / S +"
+        " (1/T^2) sum_t (doc_var_t / D_t + resid_var_t / (S D_t)) for S seeds and D_t documents of task t;"
+        " 'seed SD' is sqrt(seed_var), the seed-to-seed spread of the average score's difference. The"
+        " prediction is unbiased; the bootstrap understates the seed part with few seeds ((S - 1)/S) and"
+        " overstates the seed x document residual (it draws seeds and documents independently), so size the"
+        " config from the predicted column.",
+        "",
+        "| teacher | seeds x docs | MDE measured | MDE predicted | seed SD"
+        f" | seeds for MDE <= {MDE_TARGET} |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    return lines
 
 
 def report_markdown(
@@ -216,33 +291,67 @@ def report_markdown(
     reference: str = "kd",
     tasks: Sequence[str] = (),
     methods: Sequence[str] = (),
+    evidence: Evidence | None = None,
+    runs: pd.DataFrame | None = None,
+    chance: Mapping[str, float] | None = None,
 ) -> str:
-    """The text of REPORT.md from per-seed scores (`tables.scores`), models.csv and probe summaries;
-    `methods` is the configured method order (which of two identical +ATKD students F5 counts)."""
+    """The text of REPORT.md from per-seed scores (`tables.scores`), the comparisons' `evidence` (per-seed
+    and per-document scores; default: the per-seed scores only), runs.csv (which students share an
+    objective), chance levels, models.csv and probe summaries; `methods` is the configured method order
+    (which of two +ATKD students with one objective F5 names)."""
     params = dict(zip(models["model"], models["params"].astype(float), strict=False))
     seeds = sorted(set(scores.loc[scores["method"] != "teacher", "seed"]))
+    tasks = list(tasks) or sorted(set(scores["task"]) - {AVERAGE})
+    if evidence is None:
+        evidence = Evidence(scores, {t: "" for t in tasks})
+    objectives = arm_objectives(runs)
+    chance = dict(chance or {})
+    named = ", ".join(f"{t} (chance {chance[t]:.3f})" if t in chance else t for t in tasks)
+    notes = []
+    if not evidence.has_docs:
+        notes.append(
+            " No per-document scores (doc_scores.csv) were given: only seeds are resampled, so each interval"
+            " rests on the seed-to-seed spread alone."
+        )
+    if len(seeds) < FEW_SEEDS:
+        notes.append(
+            f" With {len(seeds)} seed(s) the seed-to-seed spread rests on {len(seeds)} value(s): the"
+            " bootstrap understates it (its seed variance is (S - 1)/S of the unbiased one) and the"
+            " intervals are too narrow; the power section says how many seeds an MDE of"
+            f" {MDE_TARGET} needs."
+        )
     lines = [
         "# What this run shows about the study's findings",
         "",
         "Written by `atkd report` from the tidy result files. Scores are the per-task primary metric and"
-        f" their average over {len(tasks) or 'the evaluated'} tasks ({', '.join(tasks)}); seeds: {seeds}."
-        " Paired differences over seeds with a 95% t-interval; 'inconclusive at this scale' means the"
-        " interval contains zero."
-        f" With {len(seeds)} seed(s) each interval has {max(len(seeds) - 1, 0)} degree(s) of freedom, and"
-        " the many comparisons below are not corrected for multiplicity: at 95% each one that has no real"
-        " effect still comes out 'supported' or 'not supported' one time in twenty.",
+        f" their average over {len(tasks)} tasks ({named}); seeds: {seeds}.",
+        "",
+        "Every comparison A - B is paired: the same seeds (data order, student start) and the same"
+        " documents for both arms. Its estimate is the difference of average scores (the mean over tasks"
+        " of the task mean, then over seeds); the 95% interval is the percentile interval of a hierarchical"
+        f" bootstrap ({N_BOOT} replicates: seeds drawn with replacement, then documents within each task, one"
+        " draw for both arms); MDE = (z_0.975 + z_0.80) x SE = 2.80 x SE, with SE the bootstrap standard"
+        " error, is the smallest true effect a two-sided 5% test detects with 80% power. Verdicts:"
+        " 'supported' when the interval lies on the claimed side of 0, 'not supported (opposite"
+        " direction)' when it lies on the other side, otherwise 'inconclusive' (with |effect| against the"
+        " MDE). Each line gives the seeds x documents it rests on." + "".join(notes) + " The many"
+        " comparisons below are not corrected for multiplicity: at 95% each one that has no real effect"
+        " still comes out 'supported' or 'not supported' one time in twenty.",
         "",
     ]
     members = analysis_scores(scores, analyses or {})
-    lines += _f1(scores, params)
+    lines += _f1(scores, params, evidence)
     lines += _f2_f3(probes, params)
-    lines += ["- Students trained with DKD only vs TKD only (average score, paired over seeds):"]
-    lines += f3_lines(members) + [""]
+    lines += [
+        "- Students trained with DKD only vs TKD only (average score, paired over seeds and documents):"
+    ]
+    lines += f3_lines(members, evidence) + [""]
     lines += ["## F4. TKD hurts on easy tokens and helps on hard ones", ""]
-    lines += f4_lines(members) + [""]
-    lines += _f5(scores, [reference, *methods])
+    lines += f4_lines(members, evidence) + [""]
+    lines += _f5(scores, [reference, *methods], evidence, objectives)
     lines += _f6(landscapes)
     lines += ["## F7. Best k = 0.5 and lambda = 0.2", ""]
-    lines += f7_lines(members) + [""]
-    lines += _f8(scores, reference)
+    lines += f7_lines(members, evidence) + [""]
+    lines += _f8(scores, reference, evidence, objectives)
+    lines += _power(scores, reference, params, evidence)
     return "\n".join(lines)

@@ -1,9 +1,14 @@
-"""Tables of the study from the tidy result files only (`metrics.csv`, `models.csv`).
+"""Tables of the study from the tidy result files only (`metrics.csv`, `models.csv`, `doc_scores.csv`,
+`runs.csv`, `chance.csv`).
 
 `metrics.csv` is one long table, one row per measured number:
     run, student, teacher, method, atkd, seed, task, metric, value
 (`teacher` is empty for runs without one, e.g. SFT; `atkd` is "on" or "off"). `models.csv` lists
-every model of the study: model, role, params. Nothing here reads checkpoints, logs or configs.
+every model of the study: model, role, params. `doc_scores.csv` holds the per-document scores behind
+metrics.csv's task scores (run columns, task, doc, metric, value; a task's mean over documents is its
+metrics.csv value), `runs.csv` one row per trained student with the key of its training objective
+(atkd.report.tidy), `chance.csv` the chance level of each task (task, chance). Nothing here reads
+checkpoints, logs or configs.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from atkd.eval.harness import PRIMARY_PREFERENCE
+
 METRIC_COLUMNS = ["run", "student", "teacher", "method", "atkd", "seed", "task", "metric", "value"]
 MODEL_COLUMNS = ["model", "role", "params"]
-# Which metric scores a task when none is configured: the study's judge ratio for generation
-# suites, accuracy (or exact match) for the understanding ones.
-# The metric that scores a task when the config does not say: the study's judge ratio (the synthetic
-# world's programmatic judge, or the LLM judge on real instruction sets), then accuracy, then Rouge-L.
-PRIMARY_PREFERENCE = ("judge_ratio", "llm_judge_ratio", "acc", "exact_match", "rougeL")
+DOC_COLUMNS = ["run", "teacher", "method", "atkd", "seed", "task", "doc", "metric", "value"]
+RUN_COLUMNS = ["run", "method", "teacher", "atkd", "seed", "objective"]
+CHANCE_COLUMNS = ["task", "chance"]
+CHANCE = "chance"  # the method name of the chance row of the main table
+# PRIMARY_PREFERENCE (atkd.eval.harness, which writes per-document scores of these metrics): the metric
+# that scores a task when the config does not say.
 AVERAGE = "avg"
 
 
@@ -122,34 +130,123 @@ def scores(df: pd.DataFrame, primary: Mapping[str, str]) -> pd.DataFrame:
     return long.dropna(subset=["value"])
 
 
-def _run_scores(sc: pd.DataFrame, method: str, teacher: str, atkd: str) -> pd.Series:
-    sub = sc[(sc["method"] == method) & (sc["teacher"] == teacher) & (sc["atkd"] == atkd)]
-    return sub.set_index(["seed", "task"])["value"].sort_index()
+def load_doc_scores(path: Path | str) -> pd.DataFrame:
+    """Read and check the tidy per-document scores (`atkd collect --doc-scores-out`)."""
+    df = pd.read_csv(
+        path, dtype={"teacher": str, "atkd": str, "run": str, "doc": str, "task": str}, keep_default_na=False
+    )
+    _check_columns(df, DOC_COLUMNS, path)
+    df["value"] = pd.to_numeric(df["value"], errors="raise")
+    df["seed"] = df["seed"].astype(int)
+    dup = df.duplicated(["run", "task", "doc", "metric"])
+    if dup.any():
+        raise ValueError(
+            f"{path}: duplicate rows for {df[dup].iloc[0][['run', 'task', 'doc', 'metric']].to_dict()}"
+        )
+    return df
 
 
-def same_scores(sc: pd.DataFrame, a: tuple[str, str, str], b: tuple[str, str, str]) -> bool:
-    """Whether two runs, each (method, teacher, atkd), have bit-identical scores on every seed and task
-    (e.g. DKD with alpha = beta = 1 under ATKD is exactly KD under ATKD): the same student twice."""
-    x, y = _run_scores(sc, *a), _run_scores(sc, *b)
-    return len(x) > 0 and x.index.equals(y.index) and bool(np.array_equal(x.to_numpy(), y.to_numpy()))
+def check_doc_scores(docs: pd.DataFrame, metrics: pd.DataFrame, rel: float = 1e-6) -> None:
+    """Every (run, task, metric) of the per-document scores has a metrics.csv row equal to their mean
+    over documents: the bootstrap resamples exactly the numbers the tables report."""
+    mean = docs.groupby(["run", "task", "metric"])["value"].mean().rename("docs")
+    table = metrics.drop_duplicates(["run", "task", "metric"]).set_index(["run", "task", "metric"])["value"]
+    both = mean.to_frame().join(table.rename("table"), how="left")
+    missing = both[both["table"].isna()]
+    if len(missing):
+        raise ValueError(
+            f"doc_scores.csv has {missing.index[0]} (run, task, metric), which metrics.csv lacks"
+        )
+    off = both[(both["docs"] - both["table"]).abs() > rel * np.maximum(1.0, both["table"].abs())]
+    if len(off):
+        key, row = off.index[0], off.iloc[0]
+        raise ValueError(
+            f"doc_scores.csv disagrees with metrics.csv for (run, task, metric) {key}: mean over documents "
+            f"{row['docs']!r}, table {row['table']!r}"
+        )
 
 
-def identical_atkd_runs(sc: pd.DataFrame, order: Sequence[str] = ()) -> dict[tuple[str, str], str]:
-    """`(method, teacher) -> other` for every +ATKD run whose per-seed, per-task scores are identical to
-    those of an earlier method's +ATKD run at the same teacher (earlier in `order`, then by name)."""
+def load_runs(path: Path | str) -> pd.DataFrame:
+    """Read and check the tidy list of trained students with their objective keys (`runs.csv`)."""
+    df = pd.read_csv(
+        path, dtype={"teacher": str, "atkd": str, "run": str, "objective": str}, keep_default_na=False
+    )
+    _check_columns(df, RUN_COLUMNS, path)
+    df["seed"] = df["seed"].astype(int)
+    return df
+
+
+def load_chance(path: Path | str) -> dict[str, float]:
+    """The chance level of each task (`chance.csv`: task, chance)."""
+    df = pd.read_csv(path, dtype={"task": str}, keep_default_na=False)
+    _check_columns(df, CHANCE_COLUMNS, path)
+    if df["task"].duplicated().any():
+        raise ValueError(f"{path}: task {df.loc[df['task'].duplicated(), 'task'].iloc[0]!r} listed twice")
+    return dict(zip(df["task"], pd.to_numeric(df["chance"], errors="raise").astype(float), strict=True))
+
+
+Arm = tuple[str, str, str]  # (method, teacher, atkd)
+
+
+def arm_objectives(runs: pd.DataFrame | None) -> dict[Arm, frozenset[str]]:
+    """(method, teacher, atkd) -> the objective keys of its runs (one key when every seed was trained on
+    the same configuration, as the keys do not depend on the seed)."""
+    if runs is None or runs.empty:
+        return {}
+    return {
+        (m, t, a): frozenset(g) for (m, t, a), g in runs.groupby(["method", "teacher", "atkd"])["objective"]
+    }
+
+
+def same_objective(objectives: Mapping[Arm, frozenset[str]], a: Arm, b: Arm) -> bool:
+    """Whether two arms were trained on one objective: equal keys in runs.csv (the resolved loss, data,
+    teacher, sampling and training budget; atkd.report.tidy), never inferred from their scores."""
+    return a in objectives and b in objectives and objectives[a] == objectives[b]
+
+
+def shared_atkd_objectives(
+    objectives: Mapping[Arm, frozenset[str]], order: Sequence[str] = ()
+) -> dict[tuple[str, str], str]:
+    """`(method, teacher) -> other` for every +ATKD arm whose objective (runs.csv) is that of an earlier
+    method's +ATKD arm at the same teacher (earlier in `order`, then by name): the same student twice."""
     rank = {m: i for i, m in enumerate(order)}
-    on = sc[(sc["atkd"] == "on") & (sc["method"] != "teacher")]
     out: dict[tuple[str, str], str] = {}
-    for teacher, sub in on.groupby("teacher", sort=True):
-        firsts: list[str] = []  # one method per distinct +ATKD student
-        for method in sorted(set(sub["method"]), key=lambda m: (rank.get(m, len(rank)), m)):
-            run = (method, teacher, "on")
-            twin = next((f for f in firsts if same_scores(sc, run, (f, teacher, "on"))), None)
+    on = sorted({(t, m) for m, t, a in objectives if a == "on" and m != "teacher"})
+    for teacher in sorted({t for t, _ in on}):
+        firsts: list[str] = []  # one method per distinct +ATKD objective
+        methods = sorted((m for t, m in on if t == teacher), key=lambda m: (rank.get(m, len(rank)), m))
+        for method in methods:
+            arm = (method, teacher, "on")
+            twin = next((f for f in firsts if same_objective(objectives, arm, (f, teacher, "on"))), None)
             if twin is None:
                 firsts.append(method)
             else:
                 out[(method, teacher)] = twin
     return out
+
+
+def with_chance(stats: pd.DataFrame, chance: Mapping[str, float], tasks: Sequence[str]) -> pd.DataFrame:
+    """The main table with a first row of chance levels (method `chance`; the average where every task
+    has one): a score near it is no better than guessing."""
+    rows = [
+        {"teacher": "", "method": CHANCE, "atkd": "", "task": t, "mean": chance[t]}
+        for t in tasks
+        if t in chance
+    ]
+    if rows and all(t in chance for t in tasks):
+        rows.append(
+            {
+                "teacher": "",
+                "method": CHANCE,
+                "atkd": "",
+                "task": AVERAGE,
+                "mean": float(np.mean([chance[t] for t in tasks])),
+            }
+        )
+    if not rows:
+        return stats
+    extra = pd.DataFrame(rows).assign(std=np.nan, n=0)
+    return pd.concat([extra, stats], ignore_index=True)
 
 
 def main_table(
@@ -209,6 +306,11 @@ def to_markdown(stats: pd.DataFrame, primary: Mapping[str, str]) -> str:
     lines.append(
         f"Mean ± standard deviation over seeds (up to {n_seeds}); in +ATKD rows the parenthesis is the "
         "difference of means to the same method without ATKD."
+        + (
+            " The `chance` row is the score of guessing (chance.csv)."
+            if (stats["method"] == CHANCE).any()
+            else ""
+        )
     )
     return "\n".join(lines) + "\n"
 

@@ -259,7 +259,7 @@ def teacher_meta(w):
 def eval_meta(w):
     student = config["student"].get("arch") or config["student"].get("model")
     teacher = "" if w.teacher == NO_TEACHER else w.teacher
-    run = f"{w.method}/{w.teacher}/{w.atkd}/s{w.seed}"
+    run = run_id(w.method, w.teacher, w.atkd, w.seed)
     meta = dict(run=run, student=student, teacher=teacher, method=w.method, atkd=w.atkd, seed=w.seed)
     return " ".join(shlex.quote(f"{k}={v}") for k, v in meta.items())
 
@@ -375,3 +375,18 @@ def train_command(rule_name):
     `{distill: "torchrun --standalone --nproc_per_node 4"}`: one process per GPU, data parallel)."""
     launcher = config.get("launch", {}).get(rule_name)
     return f"{launcher} -m atkd.cli train" if launcher else "atkd train"
+
+
+def run_id(method, teacher, atkd, seed):
+    """A distilled student's `run` column in the tidy tables (metrics.csv, doc_scores.csv, runs.csv)."""
+    return f"{method}/{teacher}/{atkd}/s{seed}"
+
+
+def doc_score_files():
+    """Every evaluated model's per-document scores (`atkd evaluate` writes them next to metrics.csv)."""
+    return [f"{d}/eval/doc_scores.csv" for d in evaluated_dirs()]
+
+
+def run_summaries():
+    """{run id: train_summary.json} of every distilled student: runs.csv's objective keys come from them."""
+    return {run_id(*r): f"{run_dir(*r)}/train_summary.json" for r in runs()}

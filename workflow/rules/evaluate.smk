@@ -11,6 +11,7 @@ rule evaluate:
         sets=INSTRUCT_SET_FILES,
     output:
         metrics=f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/eval/metrics.csv",
+        doc_scores=f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/eval/doc_scores.csv",
     params:
         run=lambda w: run_dir(w.method, w.teacher, w.atkd, w.seed),
         meta=eval_meta,
@@ -38,6 +39,7 @@ rule evaluate_teacher:
         sets=INSTRUCT_SET_FILES,
     output:
         metrics=f"{TEACHER_DIR}/{{teacher}}/eval/metrics.csv",
+        doc_scores=f"{TEACHER_DIR}/{{teacher}}/eval/doc_scores.csv",
     params:
         teacher=parent("input", 0),
         meta=teacher_meta,
