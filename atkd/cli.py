@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "atkd.eval.harness": ("evaluate",),
     "atkd.eval.llm_judge": ("judge",),
     "atkd.probes": ("probe", "landscape"),
-    "atkd.report": ("collect", "report"),
+    "atkd.report": ("collect", "curves", "report"),
 }
 
 

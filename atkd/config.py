@@ -18,6 +18,27 @@ from atkd.models.shapes import LADDER
 from atkd.plugins import load_plugins
 from atkd.train.sampling import parse_sampling
 
+# What a method's `train:` may set over the `distill:` section for its own runs: optimisation, budget and
+# validation. Not max_length (the teacher cache is computed at distill.max_length), not the model fields.
+METHOD_TRAIN_KEYS = (
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "micro_batch_size",
+    "lr",
+    "min_lr_ratio",
+    "warmup_ratio",
+    "weight_decay",
+    "max_grad_norm",
+    "checkpoint_every",
+    "eval_every",
+    "eval_points",
+    "valid_limit",
+    "bf16",
+    "fused_head",
+)
+_DEFAULT_EPOCHS = 1.0  # atkd.train.TrainConfig.epochs (not imported: the workflow's parse stays light)
+
 
 def _check_model(where: str, entry: Mapping[str, Any]) -> None:
     if "arch" in entry and "model" in entry:
@@ -39,6 +60,11 @@ def _spec(where: str, spec: Any, atkd: Mapping[str, Any] | None = None) -> Any:
 
 def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     where = f"methods.{name}"
+    for key in method.get("train", {}):
+        if key not in METHOD_TRAIN_KEYS:
+            raise ValueError(
+                f"{where}.train: unknown or fixed key {key!r}; valid: {', '.join(METHOD_TRAIN_KEYS)}"
+            )
     loss = _spec(f"{where}.loss", method["loss"])
     try:
         sampling = parse_sampling(method.get("sampling"))
@@ -90,6 +116,68 @@ def method_atkd_options(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     if "groups" in own:
         merged.pop("lam", None)
     return merged | dict(own)
+
+
+def distill_fields(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The training fields of method `name`'s runs: the `distill` section, the method's `train` overrides,
+    then its `budget` (a multiplier) applied to `max_steps` when set, else to `epochs`."""
+    method = config["methods"][name]
+    fields = dict(config["distill"]) | dict(method.get("train", {}))
+    budget = method.get("budget")
+    if budget is not None:
+        if fields.get("max_steps") is not None:
+            fields["max_steps"] = max(1, round(fields["max_steps"] * budget))
+        else:
+            fields["epochs"] = float(fields.get("epochs", _DEFAULT_EPOCHS)) * budget
+    return fields
+
+
+def distill_budget(config: Mapping[str, Any], name: str) -> tuple[float, str]:
+    """Method `name`'s distillation budget: (optimizer steps, "steps") if `max_steps` is set, else
+    (epochs, "epochs")."""
+    fields = distill_fields(config, name)
+    if fields.get("max_steps") is not None:
+        return float(fields["max_steps"]), "steps"
+    return float(fields.get("epochs", _DEFAULT_EPOCHS)), "epochs"
+
+
+def budget_sweep_plan(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The `budget_sweep` section resolved for the report: {teacher, unit, members: {method: budget}},
+    members by budget; None without one."""
+    sweep = config.get("budget_sweep")
+    if not sweep:
+        return None
+    budgets = {m: distill_budget(config, m) for m in sweep["members"]}
+    members = dict(sorted(((m, b) for m, (b, _) in budgets.items()), key=lambda kv: kv[1]))
+    return {"teacher": sweep["teacher"], "unit": next(iter(budgets.values()))[1], "members": members}
+
+
+def _check_budget_sweep(config: Mapping[str, Any]) -> None:
+    sweep = config["budget_sweep"]
+    teachers = list(config["teachers"])
+    if sweep["teacher"] not in teachers:
+        raise ValueError(
+            f"budget_sweep.teacher: unknown teacher {sweep['teacher']!r}; valid: {', '.join(teachers)}"
+        )
+    seen: dict[tuple[float, str], str] = {}
+    for name in sweep["members"]:
+        where = f"budget_sweep.members: method {name!r}"
+        if name not in config["methods"]:
+            valid = ", ".join(config["methods"])
+            raise ValueError(f"budget_sweep.members: unknown method {name!r}; valid: {valid}")
+        method = config["methods"][name]
+        if method.get("teacher", True) is False or set(method.get("atkd", ["off", "on"])) != {"off", "on"}:
+            raise ValueError(f"{where} needs runs with and without ATKD (atkd: [off, on])")
+        chosen = method.get("teachers", "all")
+        if chosen != "all" and sweep["teacher"] not in chosen:
+            raise ValueError(f"{where} is not run with teacher {sweep['teacher']!r} (its teachers: {chosen})")
+        budget = distill_budget(config, name)
+        if budget in seen:
+            raise ValueError(f"{where} has the same budget as {seen[budget]!r} ({budget[0]:g} {budget[1]})")
+        seen[budget] = name
+    units = {unit for _, unit in seen}
+    if len(units) > 1:
+        raise ValueError("budget_sweep.members: budgets mix epochs and max_steps; give them all one kind")
 
 
 def check_study(config: Mapping[str, Any]) -> None:
@@ -147,6 +235,8 @@ def check_study(config: Mapping[str, Any]) -> None:
             default = ["off"] if entry.get("teacher", True) is False else ["off", "on"]
             if variant not in entry.get("atkd", default):
                 raise ValueError(f"analyses.{name}: method {method!r} has no atkd={variant!r} run")
+    if config.get("budget_sweep"):
+        _check_budget_sweep(config)
     landscape = config.get("landscape", {})
     for key, valid in (("methods", config["methods"]), ("teachers", config["teachers"])):
         for name in landscape.get(key, []):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 from atkd.report import collect, report
+from atkd.report.curves import write_curves
 from atkd.report.tables import load_metrics, load_models, main_table, primary_metrics
 
 TASKS = {"dolly": "judge_ratio", "mmlu": "acc"}
@@ -95,7 +97,8 @@ def files_read() -> Iterator[list[str]]:
 
 
 TIDY = re.compile(
-    r"(metrics\.csv|models\.csv|probes/[^/]+/(summary|tokens)\.csv|landscape/(.+/)?(summary|landscape)\.csv)"
+    r"(metrics\.csv|models\.csv|curves\.csv|probes/[^/]+/(summary|tokens)\.csv"
+    r"|landscape/(.+/)?(summary|landscape)\.csv)"
 )
 # the report's other tidy inputs: per-document scores, run objectives (atkd.report.tidy), chance levels
 TIDY = re.compile(rf"{TIDY.pattern}|doc_scores\.csv|runs\.csv|chance\.csv")
@@ -122,6 +125,16 @@ def test_report_from_tidy_files_only(tmp_path, monkeypatch):
     (results / "config.yaml").write_text("methods: [sft, kd]\n")
     metrics = results / "metrics.csv"
     collect(paths, metrics)
+    # curves.csv from training logs (metrics.jsonl) in the workflow's layout <method>/<teacher>/<atkd>/s<seed>
+    layout = []
+    for (method, teacher, atkd, seed), _ in df.groupby(["method", "teacher", "atkd", "seed"]):
+        run = runs / method / (teacher or "none") / atkd / f"s{seed}"
+        run.mkdir(parents=True)
+        logged = [{"step": s, "epoch": s / 4, "loss": 2 / s, "valid_loss": 3 / s} for s in (2, 4)]
+        (run / "metrics.jsonl").write_text("".join(f"{json.dumps(r)}\n" for r in logged))
+        layout.append(run)
+    curves = results / "curves.csv"
+    write_curves(layout, curves)
     from test_report_tidy import tidy_extras
 
     tidy_extras(paths, metrics, results)  # doc_scores.csv, runs.csv (from train summaries), chance.csv
@@ -157,13 +170,16 @@ def test_report_from_tidy_files_only(tmp_path, monkeypatch):
             doc_scores=results / "doc_scores.csv",
             runs=results / "runs.csv",
             chance=results / "chance.csv",
+            curves=curves,
+            budget_sweep={"teacher": "t-big", "unit": "epochs", "members": {"kd": 1.0, "kd_b2": 2.0}},
         )
 
     with files_read() as opened:
         out = run()
     read = {os.path.relpath(p, results.resolve()) for p in opened if p.startswith(str(results.resolve()))}
     # the recorder sees the report's reads: every kind of tidy input, and nothing else under results/
-    assert {"metrics.csv", "models.csv", "probes/t-big/tokens.csv", "probes/t-small/summary.csv"} <= read
+    assert {"metrics.csv", "models.csv", "curves.csv", "probes/t-big/tokens.csv"} <= read
+    assert "probes/t-small/summary.csv" in read
     assert (
         "landscape/kd/t-big/on/s1/landscape.csv" in read and "landscape/kd/t-big/off/s0/summary.csv" in read
     )
@@ -171,6 +187,7 @@ def test_report_from_tidy_files_only(tmp_path, monkeypatch):
     assert {"doc_scores.csv", "runs.csv", "chance.csv"} <= read
     names = {p.name for p in out}
     assert {"main.tex", "probes.tex", "analyses.tex", "landscape_2d.png", "REPORT.md"} <= names
+    assert {"training_curves.png", "budget_sweep.pdf"} <= names
     assert "\\toprule" in (results / "tables" / "main.tex").read_text()
     md = (results / "tables" / "main.md").read_text()
     assert "dolly (judge_ratio)" in md and "(+0.100)" in md

@@ -82,6 +82,16 @@ def write_study(root: Path) -> dict:
         for s in (1, 2, 3)
     ]
     pd.DataFrame(runs, columns=RUN_COLUMNS).to_csv(root / "runs.csv", index=False)
+    # validation curves (curves.csv) of kd, dkd and sft, and of the big teacher's own training
+    logged = [("kd", "t-big", "off"), ("kd", "t-big", "on"), ("dkd", "t-small", "on"), ("sft", "", "off")]
+    curves = [
+        dict(run=f"{m}/{t or 'none'}/{a}/s{s}", method=m, teacher=t, atkd=a, seed=s, step=step)
+        | dict(epoch=step / 10, train_loss=1.0, train_ce=None, valid_loss=2.0 / step + s / 100)
+        for m, t, a in [*logged, ("teacher", "t-big", "off")]
+        for s in (1, 2)
+        for step in (5, 10)
+    ]
+    pd.DataFrame(curves).to_csv(root / "curves.csv", index=False)
     return dict(
         metrics=root / "metrics.csv",
         models=root / "models.csv",
@@ -92,6 +102,7 @@ def write_study(root: Path) -> dict:
         landscapes=landscapes,
         analyses=ANALYSES,
         runs=root / "runs.csv",
+        curves=root / "curves.csv",
     )
 
 
@@ -135,10 +146,11 @@ def _method_artists(fig: matplotlib.figure.Figure) -> list[tuple[str, str]]:
 
 def test_one_colour_per_method_in_every_figure(drawn):
     args, figures = drawn
-    assert {"teacher_sweep", "analyses", "landscape", "landscape_2d", "unc_density"} <= set(figures)
+    drawn_names = {"teacher_sweep", "analyses", "landscape", "landscape_2d", "unc_density", "training_curves"}
+    assert drawn_names <= set(figures)
     expected = method_colours(args["methods"])
     seen: dict[str, set[str]] = {}
-    for name in ("teacher_sweep", "analyses", "landscape", "landscape_2d"):
+    for name in ("teacher_sweep", "analyses", "landscape", "landscape_2d", "training_curves"):
         tagged = _method_artists(figures[name])
         assert tagged, f"{name}: no method-coloured artists"
         for method, colour in tagged:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 
 import pandas as pd
 import pytest
 import yaml
 from workflow_helpers import ROOT, job_counts, smoke_config, snakemake
 
-from atkd.config import check_study
+from atkd.config import budget_sweep_plan, check_study, distill_budget, distill_fields
 
 
 def test_lint_is_clean():
@@ -107,6 +109,32 @@ CONFIG_ERRORS = [
         r"methods.kd_k70.loss: atkd: set lam",
     ),
     (_set("landscape", "methods", ["kdd"]), r"landscape.methods: unknown name 'kdd'; valid: sft, kd"),
+    (
+        _set("methods", "kd", "train", {"epoch": 2}),
+        r"methods.kd.train: unknown or fixed key 'epoch'; valid: epochs, max_steps, batch_size",
+    ),
+    (
+        _set("methods", "kd", "train", {"max_length": 64}),
+        r"methods.kd.train: unknown or fixed key 'max_length'",
+    ),
+    (
+        _set("budget_sweep", "teacher", "neox-999x9"),
+        r"budget_sweep.teacher: unknown teacher 'neox-999x9'; valid: neox-48x2, neox-64x2",
+    ),
+    (
+        _set("budget_sweep", "members", ["kd_b05", "kdd"]),
+        r"budget_sweep.members: unknown method 'kdd'; valid: sft, kd",
+    ),
+    (_set("budget_sweep", "members", ["kd", "kd_k70"]), r"method 'kd_k70' needs runs with and without ATKD"),
+    (
+        _set("budget_sweep", "members", ["kd", "rkd"]),
+        r"budget_sweep.members: method 'rkd' has the same budget as 'kd' \(15 steps\)",
+    ),
+    (
+        _set("methods", "kd_b05", "teachers", ["neox-48x2"]),
+        r"budget_sweep.members: method 'kd_b05' is not run with teacher 'neox-64x2'",
+    ),
+    (_set("methods", "kd_b05", "train", {"max_steps": None}), r"budgets mix epochs and max_steps"),
 ]
 
 
@@ -185,3 +213,74 @@ def test_launch_runs_training_under_a_multi_process_launcher(tmp_path):
     text = out.stdout + out.stderr
     assert f"{launcher} -m atkd.cli train" in text  # the distillation runs
     assert "atkd train --set" in text  # the teachers, without a launcher
+
+
+def _commands(out) -> list[str]:
+    """The shell commands a dry run with `-p` prints."""
+    lines = (ln.strip().removeprefix("Shell command: ") for ln in (out.stdout + out.stderr).splitlines())
+    return [ln for ln in lines if ln.startswith(("atkd ", "("))]
+
+
+@pytest.mark.parametrize(
+    ("configfile", "teacher", "budgets"),
+    [
+        ("config/smoke.yaml", "neox-64x2", {"kd_b05": ("max_steps", 8), "kd": ("max_steps", 15)}),
+        (
+            "config/default.yaml",
+            "neox-160x5",
+            {"kd_b05": ("epochs", 0.5), "kd": ("epochs", 1), "kd_b2": ("epochs", 2), "kd_b4": ("epochs", 4)},
+        ),
+    ],
+)
+def test_budget_sweep_and_curves_in_the_dag(configfile, teacher, budgets):
+    """Every budget-sweep member runs with and without ATKD at the sweep's teacher with its own budget;
+    every training run validates; the collect step writes curves.csv and the report draws both figures."""
+    out = snakemake("-n", "-p", "all", "--configfile", configfile, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    commands = _commands(out)
+    train = [c for c in commands if c.startswith("atkd train")]
+    for method, (key, value) in budgets.items():
+        for atkd in ("off", "on"):
+            (cmd,) = [c for c in train if f"/runs/{method}/{teacher}/{atkd}/s1" in c]
+            assert float(re.search(rf"--set {key}=([0-9.]+) ", cmd).group(1)) == value, cmd
+    cfg = yaml.safe_load((ROOT / configfile).read_text())
+    points, limit = cfg["distill"]["eval_points"], cfg["distill"]["valid_limit"]
+    # distillation, teachers, the assistant and the student base: all validate, on the world's valid.jsonl
+    kind = re.compile(r"output_dir=\"[^\"]*/(runs|teachers|assistants|student-base)")
+    validated = [c for c in train if kind.search(c)]
+    assert {kind.search(c).group(1) for c in validated} == {"runs", "teachers", "assistants", "student-base"}
+    for cmd in validated:
+        assert f"--set eval_points={points} " in cmd and f"--set valid_limit={limit} " in cmd, cmd
+        assert "valid.jsonl" in cmd, cmd
+    (collect,) = [c for c in commands if "atkd curves" in c]  # in the collect rule, after metrics.csv
+    assert collect.startswith(f"(atkd collect --out {cfg['results']}/metrics.csv")
+    assert f"atkd curves --out {cfg['results']}/curves.csv" in collect and "--teachers" in collect
+    (report,) = [c for c in commands if c.startswith("atkd report")]
+    sweep = json.loads(re.search(r"--budget-sweep '([^']*)'", report).group(1))
+    unit = {"max_steps": "steps", "epochs": "epochs"}[next(iter(budgets.values()))[0]]
+    members = {m: float(v) for m, (_, v) in budgets.items()}
+    assert sweep == {"teacher": teacher, "unit": unit, "members": members}
+    assert f"--curves {cfg['results']}/curves.csv" in report
+    text = out.stdout + out.stderr
+    assert f"{cfg['figures']}/budget_sweep.png" in text and f"{cfg['figures']}/training_curves.pdf" in text
+
+
+def test_method_budget_and_train_overrides():
+    """`budget:` scales max_steps (when set) or epochs over `distill` and the method's `train:`."""
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["methods"]["kd_lr"] = {"loss": "fkl", "train": {"lr": 0.01, "max_steps": 9}, "budget": 2}
+    cfg["methods"]["kd_ep"] = {"loss": "fkl", "train": {"max_steps": None, "epochs": 3}, "budget": 0.5}
+    assert distill_fields(cfg, "kd") == cfg["distill"]
+    assert distill_fields(cfg, "kd_lr") == cfg["distill"] | {"lr": 0.01, "max_steps": 18}
+    assert distill_fields(cfg, "kd_ep")["epochs"] == 1.5 and distill_budget(cfg, "kd_ep") == (1.5, "epochs")
+    assert distill_budget(cfg, "kd_b05") == (8.0, "steps")
+    plan = {"teacher": "neox-64x2", "unit": "steps", "members": {"kd_b05": 8.0, "kd": 15.0}}
+    assert budget_sweep_plan(cfg) == plan
+    del cfg["budget_sweep"]
+    assert budget_sweep_plan(cfg) is None
+
+
+def test_schema_rejects_a_one_member_budget_sweep(tmp_path):
+    cfg = smoke_config(tmp_path, budget_sweep={"teacher": "neox-64x2", "members": ["kd"]})
+    out = snakemake("-n", "all", "--configfile", str(cfg))
+    assert out.returncode != 0 and "budget_sweep" in out.stdout + out.stderr

@@ -4,11 +4,12 @@
     atkd collect --doc-scores-out results/doc_scores.csv \
         --doc-scores results/runs/*/*/*/*/eval/doc_scores.csv \
         --metrics results/metrics.csv --runs-out results/runs.csv --summaries RUN=SUMMARY_JSON ...
+    atkd curves --out results/curves.csv results/runs/*/*/*/* --teachers results/models/teachers/*
     atkd report --metrics results/metrics.csv --models results/models.csv \
         --tables results/tables --figures figures
 
-`collect` only concatenates and checks the per-run tidy tables; `report` reads nothing but the tidy
-files it is given.
+`collect` only concatenates and checks the per-run tidy tables, `curves` gathers every run's
+metrics.jsonl into one (atkd.report.curves); `report` reads nothing but the tidy files it is given.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ import pandas as pd
 
 from atkd.fsutil import atomic_write_text
 from atkd.report.analyses import analysis_figure, analysis_scores, analysis_table, parse_analyses
-from atkd.report.figures import landscape_2d, landscape_lines, method_colours, teacher_sweep, unc_density
+from atkd.report.budget import budget_figure, budget_lines, budget_scores, parse_budget_sweep
+from atkd.report.curves import load_curves, write_curves
+from atkd.report.figures import (
+    landscape_2d,
+    landscape_lines,
+    method_colours,
+    teacher_sweep,
+    training_curves,
+    unc_density,
+)
 from atkd.report.findings import report_markdown
 from atkd.report.stats import Evidence
 from atkd.report.tables import (
@@ -82,12 +92,16 @@ def report(
     doc_scores: Path | None = None,
     runs: Path | None = None,
     chance: Path | None = None,
+    curves: Path | None = None,
+    budget_sweep: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write `tables/main.{csv,md,tex}`, `figures/teacher_sweep.{png,pdf}`, with probe tables
     (`probes/<teacher>/{summary,tokens}.csv` directories) `tables/probes.{csv,md,tex}` and
     `figures/unc_density.{png,pdf}`, with landscapes `figures/landscape.{png,pdf}` (1-D) and
     `figures/landscape_2d.{png,pdf}` (if the grid is 2-D), with analyses `tables/analyses.{csv,md,tex}` and
-    `figures/analyses.{png,pdf}`, and `REPORT.md` next to `tables/`; returns the written paths.
+    `figures/analyses.{png,pdf}`, with curves (curves.csv) `figures/training_curves.{png,pdf}`, with a budget
+    sweep (atkd.report.budget) `figures/budget_sweep.{png,pdf}` and its REPORT.md block, and `REPORT.md`
+    next to `tables/`; returns the written paths.
 
     With `doc_scores` (doc_scores.csv, checked against metrics.csv) REPORT.md's comparisons resample
     documents as well as seeds; with `runs` (runs.csv) it marks students that share an objective; with
@@ -104,7 +118,9 @@ def report(
     if landscapes:
         flat = pd.concat([pd.read_csv(Path(p) / "summary.csv", dtype={"atkd": str}) for p in landscapes])
         points = pd.concat([pd.read_csv(Path(p) / "landscape.csv", dtype={"atkd": str}) for p in landscapes])
+    curve_rows = load_curves(curves) if curves else None
     seen = set(df["method"]) | (set(points["method"]) if points is not None else set())
+    seen |= set(curve_rows["method"]) - {"teacher"} if curve_rows is not None else set()
     order = list(methods or []) + sorted(seen - set(methods or []))
     colours = method_colours(order)  # built once: the same colour for a method in every figure
     stats = with_chance(main_table(df, prim, order), levels, sorted(prim))
@@ -148,6 +164,14 @@ def report(
         atomic_write_text(out[-2], _markdown(table))
         atomic_write_text(out[-1], frame_to_latex(table))
         out += analysis_figure(table, mdl, figures / "analyses", colours)
+    if curve_rows is not None:
+        out += training_curves(curve_rows, mdl, figures / "training_curves", colours)
+    sweep_lines: list[str] = []
+    evidence = Evidence(per_seed, prim, docs)
+    if sweep := parse_budget_sweep(budget_sweep):
+        budget = budget_scores(per_seed, sweep)
+        out += budget_figure(budget, sweep, figures / "budget_sweep")
+        sweep_lines = budget_lines(budget, sweep, evidence)
     out.append(tables.parent / "REPORT.md")
     text = report_markdown(
         per_seed,
@@ -157,10 +181,12 @@ def report(
         analyses,
         tasks=sorted(prim),
         methods=order,
-        evidence=Evidence(per_seed, prim, docs),
+        evidence=evidence,
         runs=run_rows,
         chance=levels,
     )
+    if sweep_lines:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(sweep_lines)
     atomic_write_text(out[-1], text)
     return out
 
@@ -185,7 +211,7 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add `atkd collect` and `atkd report`."""
+    """Add `atkd collect`, `atkd curves` and `atkd report`."""
     p = sub.add_parser(
         "collect", help="concatenate per-run tidy tables: metrics, per-document scores, run objectives"
     )
@@ -224,6 +250,18 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
     p.set_defaults(func=run_collect)
 
+    p = sub.add_parser("curves", help="every run's metrics.jsonl as one tidy table (curves.csv)")
+    p.add_argument("runs", nargs="*", type=Path, help="run directories <method>/<teacher>/<on|off>/s<seed>")
+    p.add_argument("--teachers", nargs="*", type=Path, default=[], help="teacher training directories")
+    p.add_argument("--out", type=Path, required=True)
+
+    def run_curves(a: argparse.Namespace) -> int:
+        rows = write_curves(a.runs, a.out, a.teachers)
+        print(f"{a.out}: {len(rows)} rows from {rows['run'].nunique()} run(s)")
+        return 0
+
+    p.set_defaults(func=run_curves)
+
     p = sub.add_parser("report", help="tables and figures from the tidy result files")
     p.add_argument("--metrics", type=Path, required=True)
     p.add_argument("--models", type=Path, required=True)
@@ -246,9 +284,16 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--runs", type=Path, default=None, help="runs.csv: which students share an objective")
     p.add_argument("--chance", type=Path, default=None, help="chance.csv (task, chance): a chance row")
+    p.add_argument("--curves", type=Path, default=None, help="curves.csv (`atkd curves`)")
+    p.add_argument(
+        "--budget-sweep",
+        default="",
+        help="JSON {teacher, unit: epochs|steps, members: {method: budget}} (atkd.config.budget_sweep_plan)",
+    )
 
     def run_report(a: argparse.Namespace) -> int:
         analyses = parse_analyses(a.analyses)
+        sweep = parse_budget_sweep(a.budget_sweep)
         for path in report(
             a.metrics,
             a.models,
@@ -262,6 +307,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
             doc_scores=a.doc_scores,
             runs=a.runs,
             chance=a.chance,
+            curves=a.curves,
+            budget_sweep=sweep,
         ):
             print(path)
         return 0

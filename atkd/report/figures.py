@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -258,4 +259,76 @@ def landscape_2d(points: pd.DataFrame, stem: Path, colours: Mapping[str, str]) -
         " weights)",
         fontsize=10,
     )
+    return save_figure(fig, stem)
+
+
+def training_curves(
+    curves: pd.DataFrame, models: pd.DataFrame, stem: Path, colours: Mapping[str, str]
+) -> list[Path]:
+    """Validation loss against epochs, one panel per method (in `colours`' order) at its largest teacher:
+    solid without and dashed with ATKD, the mean over seeds bold and each seed faint; a last panel holds
+    the teachers' own training curves. Only rows with a validation loss (curves.csv) are drawn."""
+    params = dict(zip(models["model"], models["params"].astype(float), strict=False))
+    valid = curves[curves["valid_loss"].notna()]
+    if valid.empty:
+        raise ValueError("curves.csv holds no validation loss: runs need valid_data")
+    students = valid[valid["method"] != TEACHER_METHOD]
+    panels = []  # (method, teacher, its rows)
+    for method in [m for m in colours if m in set(students["method"])]:
+        sub = students[students["method"] == method]
+        teacher = max(set(sub["teacher"]), key=lambda t: (params.get(t, -math.inf) if t else -math.inf, t))
+        panels.append((method, teacher, sub[sub["teacher"] == teacher]))
+    own = valid[valid["method"] == TEACHER_METHOD]
+    n = len(panels) + (not own.empty)
+    cols = min(n, 5)
+    rows = math.ceil(n / cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for ax, (method, teacher, sub) in zip(axes, panels, strict=False):
+        for atkd, ls in (("off", "-"), ("on", "--")):
+            arm = sub[sub["atkd"] == atkd]
+            if arm.empty:
+                continue
+            for _, run in arm.groupby("seed"):
+                run = run.sort_values("step")
+                colour = colour_of(colours, method)
+                ax.plot(run["epoch"], run["valid_loss"], color=colour, ls=ls, lw=0.7, alpha=0.3)
+            mean = arm.groupby("step")[["epoch", "valid_loss"]].mean().sort_index()
+            seeds = arm["seed"].nunique()
+            ax.plot(
+                mean["epoch"],
+                mean["valid_loss"],
+                color=colour_of(colours, method),
+                ls=ls,
+                lw=1.8,
+                marker="s" if atkd == "on" else "o",
+                ms=3,
+                label=f"{'+ ATKD' if atkd == 'on' else 'without ATKD'} ({seeds} seed{'s' * (seeds > 1)})",
+                gid=f"method={method}",
+            )
+        ax.set_title(f"{method}, teacher {teacher}" if teacher else f"{method} (no teacher)", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    if not own.empty:
+        ax = axes[len(panels)]
+        names = sorted(set(own["teacher"]), key=lambda t: (params.get(t, math.inf), t))
+        cmap = plt.get_cmap("viridis")
+        for i, name in enumerate(names):
+            run = own[own["teacher"] == name].groupby("step")[["epoch", "valid_loss"]].mean().sort_index()
+            colour = cmap(i / max(1, len(names) - 1))
+            ax.plot(run["epoch"], run["valid_loss"], color=colour, marker=".", label=name)
+        ax.set_title("teachers (their own training)", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    for ax in axes[:n]:
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for row in grid:
+        row[0].set_ylabel("validation loss\n(CE per response token)", fontsize=8)
+    fig.suptitle(
+        "Validation loss during training: mean over seeds (bold), each seed (faint); solid without, dashed"
+        " with ATKD; each method at its largest teacher",
+        fontsize=10,
+    )
+    fig.tight_layout()
     return save_figure(fig, stem)

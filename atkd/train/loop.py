@@ -81,6 +81,8 @@ COSMETIC_FIELDS = frozenset(
         "progress",
         "log_every",
         "eval_every",
+        "eval_points",
+        "valid_limit",
         "checkpoint_every",
         "keep_checkpoints",
         "keep_final_checkpoint",
@@ -144,7 +146,9 @@ class TrainConfig:
     deterministic: bool = True
     threads: int | None = None  # torch intra-op threads (default: torch's choice)
     log_every: int = 10
-    eval_every: int | None = None
+    eval_every: int | None = None  # validate every N steps (and at the end)
+    eval_points: int | None = None  # or: this many validations, evenly spaced, the last at the end
+    valid_limit: int | None = None  # validate on the first N records of valid_data only (cheaper)
     checkpoint_every: int | None = 100
     keep_checkpoints: int = 1
     keep_final_checkpoint: bool = False
@@ -242,7 +246,10 @@ class TrainConfig:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1 or not 0 <= self.warmup_ratio < 1:
             raise ValueError("need lr > 0, 0 <= min_lr_ratio <= 1 and 0 <= warmup_ratio < 1")
-        for key in ("eval_every", "checkpoint_every", "threads", "warmup_steps"):
+        if self.eval_every is not None and self.eval_points is not None:
+            raise ValueError("set eval_every (steps) or eval_points (validations per run), not both")
+        counts = ("eval_every", "eval_points", "valid_limit", "checkpoint_every", "threads", "warmup_steps")
+        for key in counts:
             value = getattr(self, key)
             if value is not None and (
                 not isinstance(value, int) or value < (0 if key == "warmup_steps" else 1)
@@ -751,9 +758,12 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
         teacher_set = load_examples(cfg.teacher_data, tokenizer, cfg.max_length)
         check_aligned(train_set, teacher_set, cfg.teacher_data)
     valid_set = load_examples(cfg.valid_data, tokenizer, cfg.max_length) if cfg.valid_data else None
+    if valid_set is not None and cfg.valid_limit:
+        valid_set = valid_set[: cfg.valid_limit]
     lengths = _bucket_lengths(cfg, train_set, teacher_set, sampling)
     mb, bs = cfg.micro_batch_size or cfg.batch_size, cfg.batch_size
     steps = cfg.total_steps(len(train_set))
+    eval_every = cfg.eval_every or (math.ceil(steps / cfg.eval_points) if cfg.eval_points else None)
     hf_saves = cfg.hf_saves(len(train_set))
     if late := sorted(step for step in hf_saves if step > steps):
         raise ValueError(
@@ -899,9 +909,10 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
             # One process writes; with sharding every process takes part in gathering what it writes.
             if not (procs.main or sharded):
                 continue
-            if valid_set is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
+            if valid_set is not None and eval_every and step % eval_every == 0 and step < steps:
+                t_valid = time.perf_counter()
                 valid = evaluate_loss(model, valid_set, pad, mb, device, bf16)
-                emit({"step": step, "valid_loss": valid})
+                emit(_valid_record(step, bs, len(train_set), valid, time.perf_counter() - t_valid))
             if step in hf_saves:
                 _save_model(model, out / "hf" / hf_saves[step], tokenizer, procs, sharded)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
@@ -925,8 +936,9 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
         bar.close()
         valid_loss = None
         if valid_set is not None and (procs.main or sharded):
+            t_valid = time.perf_counter()
             valid_loss = evaluate_loss(model, valid_set, pad, mb, device, bf16)
-            emit({"step": state["step"], "valid_loss": valid_loss})
+            emit(_valid_record(state["step"], bs, len(train_set), valid_loss, time.perf_counter() - t_valid))
 
     final = _save_model(model, out / "final", tokenizer, procs, sharded)
     if not procs.main:
@@ -956,6 +968,16 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
     log.info("done: %s (train loss %.4f, valid loss %s)", final, last.get("loss", float("nan")), valid_loss)
     procs.close()
     return final
+
+
+def _valid_record(step: int, batch_size: int, examples: int, loss: float, seconds: float) -> dict[str, Any]:
+    """A metrics.jsonl validation line: step, epoch, mean CE per target token, seconds it took."""
+    return {
+        "step": step,
+        "epoch": round(step * batch_size / examples, 4),
+        "valid_loss": loss,
+        "valid_seconds": round(seconds, 3),
+    }
 
 
 class _Window:

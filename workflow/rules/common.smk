@@ -5,7 +5,7 @@ import json
 import os
 import shlex
 
-from atkd.config import method_atkd_options
+from atkd.config import budget_sweep_plan, distill_fields, method_atkd_options
 from atkd.losses import parse_spec
 from atkd.fsutil import epoch_dir_name
 from atkd.train.sampling import parse_sampling
@@ -35,6 +35,9 @@ PROBES = {"enabled": True, "limit": 200} | config.get("probes", {})
 LANDSCAPE = {"methods": [], "teachers": [], "steps": 11, "span": 1.0, "limit": 100, "seed": 0} | config.get(
     "landscape", {}
 )
+# kd and kd + ATKD at several distillation budgets (`budget_sweep:`), resolved for the report:
+# {teacher, unit: epochs|steps, members: {method: budget}}; None without one.
+BUDGET_SWEEP = budget_sweep_plan(config)
 # How teachers answer the training prompts for teacher-sampled methods (`atkd generate`).
 GENERATION = {"max_new_tokens": 128, "temperature": 1.0, "batch_size": 64} | config.get("teacher_generation", {})
 ENV = "../envs/atkd.yaml"
@@ -195,7 +198,6 @@ def train_args(*sections, **fixed):
 
 
 def distill_args(w):
-    method = config["methods"][w.method]
     fields, _ = distill_plan(w.method, w.teacher, w.atkd)
     fixed = dict(
         model=f"{STUDENT_BASE}/final",
@@ -208,7 +210,8 @@ def distill_args(w):
     )
     if config.get("plugins"):
         fixed["plugins"] = list(config["plugins"])
-    return train_args(config["distill"], method.get("train", {}), **fixed)
+    # the `distill` section with the method's `train:` overrides and `budget:` (atkd.config.distill_fields)
+    return train_args(distill_fields(config, w.method), **fixed)
 
 
 def distill_inputs(w):
@@ -316,6 +319,7 @@ def student_base_command():
         s,
         output_dir=STUDENT_BASE,
         train_data=f"{WORLD}/pretrain.txt",
+        valid_data=f"{WORLD}/valid.jsonl",  # CE on the instruction answers, as every run logs it
         seed=DATA_SEED,
         threads=config["threads"],
         progress=False,

@@ -2,12 +2,20 @@
 
 
 rule collect:
+    """The tidy tables: every evaluation's rows (metrics.csv) and every training run's logged losses
+    (curves.csv, from the distillation runs' and the teachers' metrics.jsonl)."""
     conda:
         ENV
     input:
-        [f"{d}/{stage}/metrics.csv" for d in evaluated_dirs() for stage in evaluation_stages()],
+        metrics=[f"{d}/{stage}/metrics.csv" for d in evaluated_dirs() for stage in evaluation_stages()],
+        runs=[f"{run_dir(*r)}/train_summary.json" for r in runs()],
+        teachers=[f"{TEACHER_DIR}/{t}/train_summary.json" for t in config["teachers"]],
     output:
-        f"{RESULTS}/metrics.csv",
+        metrics=f"{RESULTS}/metrics.csv",
+        curves=f"{RESULTS}/curves.csv",
+    params:
+        runs=" ".join(run_dir(*r) for r in runs()),
+        teachers=" ".join(f"{TEACHER_DIR}/{t}" for t in config["teachers"]),
     log:
         f"{LOGS}/collect.log",
     benchmark:
@@ -16,7 +24,8 @@ rule collect:
     resources:
         **resources_for("collect"),
     shell:
-        "atkd collect --out {output} {input} > {log} 2>&1"
+        "(atkd collect --out {output.metrics} {input.metrics}"
+        " && atkd curves --out {output.curves} {params.runs} --teachers {params.teachers}) > {log} 2>&1"
 
 
 rule collect_runs:
@@ -68,7 +77,8 @@ rule report:
     conda:
         ENV
     input:
-        metrics=rules.collect.output,
+        metrics=rules.collect.output.metrics,
+        curves=rules.collect.output.curves,
         models=rules.model_table.output,
         doc_scores=rules.collect_runs.output.doc_scores,
         runs=rules.collect_runs.output.runs,
@@ -82,6 +92,9 @@ rule report:
         f"{FIGURES}/teacher_sweep.png",
         f"{FIGURES}/teacher_sweep.pdf",
         f"{RESULTS}/REPORT.md",
+        f"{FIGURES}/training_curves.png",
+        f"{FIGURES}/training_curves.pdf",
+        *([f"{FIGURES}/budget_sweep.{x}" for x in ("png", "pdf")] if BUDGET_SWEEP else []),
         *(
             [f"{RESULTS}/tables/probes.{x}" for x in ("csv", "md", "tex")]
             + [f"{FIGURES}/unc_density.{x}" for x in ("png", "pdf")]
@@ -107,6 +120,7 @@ rule report:
         probes=" ".join(probe_dirs()),
         landscapes=" ".join(landscape_dirs()),
         analyses=shlex.quote(json.dumps(config.get("analyses", {}))),
+        budget_sweep=shlex.quote(json.dumps(BUDGET_SWEEP or {})),
         primary=" ".join(f"{k}={v}" for k, v in config.get("report", {}).get("primary", {}).items()),
     log:
         f"{LOGS}/report.log",
@@ -119,4 +133,5 @@ rule report:
         "atkd report --metrics {input.metrics} --models {input.models} --tables {params.tables}"
         " --figures {params.figures} --methods {params.methods} --primary {params.primary}"
         " --doc-scores {input.doc_scores} --runs {input.runs} {params.chance}"
-        " --probes {params.probes} --landscapes {params.landscapes} --analyses {params.analyses} > {log} 2>&1"
+        " --probes {params.probes} --landscapes {params.landscapes} --analyses {params.analyses}"
+        " --curves {input.curves} --budget-sweep {params.budget_sweep} > {log} 2>&1"
