@@ -185,12 +185,23 @@ def check_study(config: Mapping[str, Any]) -> None:
     _check_model("student", config["student"])
     for name, entry in config["teachers"].items():
         _check_model(f"teachers.{name}", entry)
+        if "pretrain" in entry and ("arch" not in entry or "teacher_pretrain" not in config):
+            raise ValueError(
+                f"teachers.{name}.pretrain: only a teacher built from `arch` is pre-trained, and only when"
+                " the config has a `teacher_pretrain:` section"
+            )
     try:
         load_plugins(config.get("plugins", []))
     except (ImportError, OSError) as err:
         raise ValueError(f"plugins: {err}") from None
     for name, method in config["methods"].items():
         _check_method(name, method, config)
+        n_seeds = len(config["seeds"])
+        if method.get("seeds", 1) > n_seeds:
+            raise ValueError(
+                f"methods.{name}.seeds: {method['seeds']} is more than the study's {n_seeds} seeds"
+                f" ({config['seeds']}); give a count from 1 to {n_seeds}"
+            )
     try:
         parse_spec({"name": "fkl", "atkd": dict(config["atkd"])})
     except ValueError as err:

@@ -88,6 +88,7 @@ def test_evaluate_writes_tidy_metrics_and_generations(run):
         ("dolly", "rougeL"),
         ("dolly", "judge_ratio"),
         ("mmlu", "acc"),
+        ("mmlu", "acc_norm"),
     }
     assert all(r["run"] == "r0" and r["seed"] == "7" and int(r["n"]) == LIMIT for r in csv_rows)
     assert [(r["task"], r["metric"], float(r["value"])) for r in csv_rows] == [
@@ -125,7 +126,12 @@ def test_doc_scores_average_to_the_task_scores(run):
     assert {(r["task"], r["doc"]) for r in docs} == {(g["task"], g["id"]) for g in gens}
     means = _doc_means(out / "doc_scores.csv")
     table = {(r["task"], r["metric"]): r["value"] for r in rows}
-    assert set(means) == {("dolly", "judge_ratio"), ("dolly", "rougeL"), ("mmlu", "acc")}
+    assert set(means) == {
+        ("dolly", "judge_ratio"),
+        ("dolly", "rougeL"),
+        ("mmlu", "acc"),
+        ("mmlu", "acc_norm"),
+    }
     for key, mean in means.items():
         assert mean == pytest.approx(table[key], rel=1e-9, abs=1e-12)
 
@@ -216,15 +222,19 @@ def test_multiple_choice_uses_the_fewshot_pool_and_count(run, world):
         assert all(e in pool for e in examples[:-1])
         lls = g["scores"]["loglikelihoods"]
         assert len(lls) == len(rec["choices"])
-        assert g["answer"] == rec["choices"][max(range(len(lls)), key=lls.__getitem__)]
+        summed = max(range(len(lls)), key=lls.__getitem__)
+        # The answer is acc_norm's pick: the highest log-likelihood per character of the option.
+        per_char = [ll / len(c) for ll, c in zip(lls, rec["choices"])]
+        assert g["answer"] == rec["choices"][max(range(len(lls)), key=per_char.__getitem__)]
         assert g["reference"] == rec["choices"][rec["gold"]]
-        assert g["scores"]["acc"] == float(g["answer"] == g["reference"])
-        correct += g["scores"]["acc"]
-    acc = next(r["value"] for r in rows if r["task"] == "mmlu")
+        assert g["scores"]["acc_norm"] == float(g["answer"] == g["reference"])
+        assert g["scores"]["acc"] == float(summed == rec["gold"])
+        correct += g["scores"]["acc_norm"]
+    acc = next(r["value"] for r in rows if r["task"] == "mmlu" and r["metric"] == "acc_norm")
     assert acc == pytest.approx(correct / len(gens))
 
 
-def test_cli_short_answer_suite_with_meta_columns(world, model_dir, tmp_path):
+def test_cli_understanding_suite_with_meta_columns(world, model_dir, tmp_path):
     out = tmp_path / "cli"
     argv = [
         "evaluate",
@@ -256,13 +266,14 @@ def test_cli_short_answer_suite_with_meta_columns(world, model_dir, tmp_path):
     assert columns == ["run", "method", "atkd", "task", "metric", "value", "n"]
     assert {(r["task"], r["metric"], r["n"]) for r in rows} == {
         ("drop", "acc", "2"),
-        ("drop", "exact_match", "2"),
-        ("drop", "f1", "2"),
+        ("drop", "acc_norm", "2"),
     }
     gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     shots = UNDERSTANDING_SUITES["drop"]["num_fewshot"]
     assert all(g["prompt"].count(INSTRUCTION_HEADER) == shots + 1 for g in gens)
-    assert all("\n" not in g["answer"] for g in gens)  # generation stops at the first newline
+    docs = {r["id"]: r for r in map(json.loads, (world / "suites" / "drop.jsonl").read_text().splitlines())}
+    for g in gens:  # multiple choice over the options' answer sentences
+        assert g["answer"] in docs[g["id"]]["choices"] and g["reference"] == docs[g["id"]]["output"]
 
 
 def test_batched_generation_equals_one_at_a_time(world, model_dir, tmp_path):
@@ -316,9 +327,7 @@ def test_task_config_settings(world):
     assert greedy["do_sample"] is False and greedy["max_gen_toks"] == 256
     bbh = task_config("bbh", world, max_new_tokens=512, temperature=1.0)
     assert bbh["num_fewshot"] == UNDERSTANDING_SUITES["bbh"]["num_fewshot"]
-    assert bbh["generation_kwargs"]["do_sample"] is False  # understanding suites stay greedy
-    assert bbh["generation_kwargs"]["max_gen_toks"] == 32  # the short-answer cap
-    assert task_config("bbh", world, max_new_tokens=5)["generation_kwargs"]["max_gen_toks"] == 5
+    assert "generation_kwargs" not in bbh  # multiple choice: scored by log-likelihood, never sampled
     assert Path(task_config("mmlu", world)["dataset_kwargs"]["fewshot_path"]).name == "mmlu.fewshot.jsonl"
     with pytest.raises(ValueError, match="max_new_tokens"):
         task_config("dolly", world, max_new_tokens=0)
@@ -647,7 +656,7 @@ def test_benchmarks_by_lm_eval_name(world, model_dir, tmp_path):
         meta={"run": "b"},
     )
     got = {(r["task"], r["metric"]): r for r in rows}
-    assert set(got) == {("mc", "acc"), ("gen", "rougeL"), ("gen", "judge_ratio")}
+    assert set(got) == {("mc", "acc"), ("mc", "acc_norm"), ("gen", "rougeL"), ("gen", "judge_ratio")}
     assert got[("mc", "acc")]["n"] == 2 and got[("mc", "acc")]["run"] == "b"
     # every benchmark answer is in the generations file, scored as in the tidy rows
     gens = [json.loads(x) for x in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
@@ -662,10 +671,13 @@ def test_benchmarks_by_lm_eval_name(world, model_dir, tmp_path):
     docs = {d["id"]: d for d in utils.read_docs(suite_files(world, "mmlu")[0], "multiple_choice")}
     for g, doc in zip(mc, list(docs.values())[:2], strict=True):  # lm-eval's doc ids: the first two
         lls = g["scores"]["loglikelihoods"]
-        assert len(lls) == len(doc["choices"]) and g["answer"] == doc["choices"][lls.index(max(lls))]
+        per_char = [ll / len(c) for ll, c in zip(lls, doc["choices"], strict=True)]
+        assert g["answer"] == doc["choices"][per_char.index(max(per_char))]  # acc_norm's pick
         assert g["reference"] == doc["choices"][doc["gold"]]
-        assert g["scores"]["acc"] == float(g["answer"] == g["reference"])
-    assert sum(g["scores"]["acc"] for g in mc) / 2 == pytest.approx(got[("mc", "acc")]["value"])
+        assert g["scores"]["acc_norm"] == float(g["answer"] == g["reference"])
+        assert g["scores"]["acc"] == float(lls.index(max(lls)) == doc["gold"])
+    for metric in ("acc", "acc_norm"):
+        assert sum(g["scores"][metric] for g in mc) / 2 == pytest.approx(got[("mc", metric)]["value"])
     gen = [g for g in gens if g["task"] == "gen"]
     assert all(isinstance(g["answer"], str) and g["reference"] for g in gen)
     assert sum(g["scores"]["rougeL"] for g in gen) / 2 == pytest.approx(got[("gen", "rougeL")]["value"])

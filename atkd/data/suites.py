@@ -188,8 +188,12 @@ def gen_drop(rng: random.Random, ctx: WorldContext) -> Record:
         answer = str(value)
         # Distractors: the other numbers a wrong reading of the passage gives, then near misses.
         near = [ca, cb, ca + cb, abs(ca - cb), len(holders), sum(c for _, c in holders), *counts]
+        # Same number of digits as the answer where possible: digits are single tokens, so the options
+        # then have equally many tokens.
         pool = [v for v in dict.fromkeys(near) if v > 0 and v != value]
-        pool += [v for v in (value + d for d in (1, -1, 2, -2, 3, -3, 5, -5)) if v > 0 and v not in pool]
+        near_misses = (value + d for d in (1, -1, 2, -2, 3, -3, 5, -5, 10, -10))
+        pool += [v for v in near_misses if v > 0 and v not in pool]
+        pool = sorted(pool, key=lambda v: len(str(v)) != len(answer))  # stable: same width first
         options = [answer, *rng.sample([str(v) for v in pool[:5]], 3)]
     rng.shuffle(options)
     choices = [say(o) for o in options]

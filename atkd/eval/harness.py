@@ -52,20 +52,20 @@ TASK_PREFIX = "atkd_"
 SUITE_KIND: dict[str, str] = {
     **{name: "generation" for name in GENERATION_SUITES},
     "mmlu": "multiple_choice",
-    "drop": "short_answer",
-    "bbh": "short_answer",
+    "drop": "multiple_choice",
+    "bbh": "multiple_choice",
 }
 # The one number per suite that tables report (the others are extra rows of metrics.csv).
 PRIMARY_METRIC: dict[str, str] = {
     "generation": "judge_ratio",
-    "multiple_choice": "acc",
+    "multiple_choice": "acc_norm",
     "short_answer": "acc",
 }
 # The metrics that may score a task in the report's tables, in the order the report prefers them when
 # the config does not say (atkd.report.tables): the study's judge ratio (the synthetic world's
 # programmatic judge, or the LLM judge on real instruction sets), then accuracy, exact match, Rouge-L.
 # `doc_scores.csv` holds the per-document scores of each of these that a task has.
-PRIMARY_PREFERENCE = ("judge_ratio", "llm_judge_ratio", "acc", "exact_match", "rougeL")
+PRIMARY_PREFERENCE = ("judge_ratio", "llm_judge_ratio", "acc_norm", "acc", "exact_match", "rougeL")
 METRIC_COLUMNS = ("task", "metric", "value", "n")
 DOC_COLUMNS = ("task", "doc", "metric", "value")
 DEFAULT_MAX_NEW_TOKENS = 256  # the study's greedy budget
@@ -505,9 +505,13 @@ def generation_records(
             }
             if "choices" in doc and "gold" in doc:
                 lls = [float(ll) for ll, _ in s["filtered_resps"]]
-                best = max(range(len(lls)), key=lls.__getitem__)
+                # The answer is the option the primary metric picks: per character when acc_norm is scored.
+                per_char = [ll / max(len(c), 1) for ll, c in zip(lls, doc["choices"])]
+                score = per_char if "acc_norm" in s else lls
+                best = max(range(len(lls)), key=score.__getitem__)
                 rec |= {"answer": doc["choices"][best], "reference": doc["choices"][doc["gold"]]}
-                rec["scores"] = {"acc": float(s["acc"]), "loglikelihoods": lls}
+                rec["scores"] = {k: float(s[k]) for k in ("acc", "acc_norm") if k in s}
+                rec["scores"]["loglikelihoods"] = lls
             else:
                 rec |= {"answer": s["filtered_resps"][0], "reference": doc["reference"]}
                 scores: dict[str, Any] = {k: s[k] for k in ("rougeL", "acc", "exact_match", "f1") if k in s}

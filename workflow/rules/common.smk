@@ -22,6 +22,7 @@ ASSISTANT_DIR = f"{RESULTS}/models/assistants"
 CACHE_DIR = f"{RESULTS}/caches"
 GENERATED_DIR = f"{RESULTS}/generated"
 STUDENT_BASE = f"{RESULTS}/models/student-base"
+TEACHER_BASE_DIR = f"{RESULTS}/models/teacher-bases"  # teachers' pre-trained bases (`teacher_pretrain:`)
 RUNS = f"{RESULTS}/runs"
 LOGS = f"{RESULTS}/logs"
 JUDGE_CACHE = f"{RESULTS}/judge_cache.sqlite"  # every LLM judgement of the study (atkd judge --cache)
@@ -62,11 +63,18 @@ def method_teachers(method):
     return list(config["teachers"]) if chosen == "all" else list(chosen)
 
 
+def method_seeds(method):
+    """The seeds a method runs with: all of `seeds`, or the first N (`seeds: N` in the method)."""
+    return config["seeds"][: config["methods"][method].get("seeds", len(config["seeds"]))]
+
+
 def runs():
     """Every distilled student of the study: (method, teacher, atkd, seed)."""
     out = []
     for seed in config["seeds"]:
         for method, spec in config["methods"].items():
+            if seed not in method_seeds(method):
+                continue
             if not needs_teacher(method):
                 out.append((method, NO_TEACHER, "off", seed))
                 continue
@@ -306,6 +314,53 @@ def tokenizer_command():
     return (
         f"atkd tokenizer --train {shlex.quote(WORLD)}/train.jsonl {shlex.quote(WORLD)}/pretrain.txt"
         f" --vocab-size {t['vocab_size']} --out {shlex.quote(TOKENIZER)}"
+    )
+
+
+def teacher_pretrain(teacher):
+    """Pre-training fields of a teacher built from `arch` (`teacher_pretrain:`, then the teacher's own
+    `pretrain:`), or None: a teacher given as a checkpoint (`model:`) is already pre-trained."""
+    spec = config["teachers"][teacher]
+    if "arch" not in spec or "teacher_pretrain" not in config or REAL_DATA:
+        return None
+    return {**config["teacher_pretrain"], **spec.get("pretrain", {})}
+
+
+def teacher_base_inputs(w):
+    return [f"{TEACHER_BASE_DIR}/{w.teacher}/train_summary.json"] if teacher_pretrain(w.teacher) else []
+
+
+def teacher_train_args(w):
+    """`atkd train` arguments of a teacher's instruction tuning, from its pre-trained base if it has one."""
+    spec = {k: v for k, v in config["teachers"][w.teacher].items() if k != "pretrain"}
+    if teacher_pretrain(w.teacher):
+        spec = {k: v for k, v in spec.items() if k != "arch"}
+        spec |= dict(model=f"{TEACHER_BASE_DIR}/{w.teacher}/final", tokenizer=TOKENIZER)
+    extra = {"save_hf_at_epochs": early_epochs(w.teacher)} if early_epochs(w.teacher) else {}
+    return train_args(
+        config["teacher_train"],
+        spec,
+        output_dir=f"{TEACHER_DIR}/{w.teacher}",
+        train_data=f"{WORLD}/train.jsonl",
+        valid_data=f"{WORLD}/valid.jsonl",
+        seed=DATA_SEED,
+        threads=config["threads"],
+        progress=False,
+        **extra,
+    )
+
+
+def teacher_base_args(w):
+    """`atkd train` arguments of a teacher's pre-training on the world's plain text."""
+    return train_args(
+        teacher_pretrain(w.teacher),
+        arch=config["teachers"][w.teacher]["arch"],
+        output_dir=f"{TEACHER_BASE_DIR}/{w.teacher}",
+        train_data=f"{WORLD}/pretrain.txt",
+        valid_data=f"{WORLD}/pretrain_valid.txt",
+        seed=DATA_SEED,
+        threads=config["threads"],
+        progress=False,
     )
 
 
