@@ -42,6 +42,10 @@ BUDGET_SWEEP = budget_sweep_plan(config)
 # How teachers answer the training prompts for teacher-sampled methods (`atkd generate`).
 GENERATION = {"max_new_tokens": 128, "temperature": 1.0, "batch_size": 64} | config.get("teacher_generation", {})
 ENV = "../envs/atkd.yaml"
+# Jobs off the critical path (students, their evaluations and landscapes) run at a lower CPU priority, so
+# that with more jobs than cores (`--cores 8` on a 2-core machine) the teachers every student waits for get
+# the CPU first. Only the OS scheduler's share changes; on a cluster each job has its own cores.
+BACKGROUND = "nice -n 10"
 
 wildcard_constraints:
     method="[A-Za-z0-9_.-]+",

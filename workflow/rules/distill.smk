@@ -11,6 +11,7 @@ rule distill:
     params:
         train=train_command("distill"),
         args=distill_args,
+        nice=BACKGROUND,
     log:
         f"{LOGS}/distill/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
     benchmark:
@@ -19,4 +20,4 @@ rule distill:
     resources:
         **resources_for("distill"),
     shell:
-        "{params.train} {params.args} > {log} 2>&1"
+        "{params.nice} {params.train} {params.args} > {log} 2>&1"

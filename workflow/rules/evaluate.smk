@@ -17,6 +17,7 @@ rule evaluate:
         meta=eval_meta,
         world=parent("input", 1),
         args=eval_args(),
+        nice=BACKGROUND,
     log:
         f"{LOGS}/evaluate/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
     benchmark:
@@ -25,7 +26,7 @@ rule evaluate:
     resources:
         **resources_for("evaluate"),
     shell:
-        "atkd evaluate --model {params.run}/final --world {params.world} {params.args}"
+        "{params.nice} atkd evaluate --model {params.run}/final --world {params.world} {params.args}"
         " --threads {threads} --out {params.run}/eval --meta {params.meta} > {log} 2>&1"
 
 

@@ -48,6 +48,7 @@ rule landscape:
         out=parent("output"),
         L=LANDSCAPE,
         meta=lambda w: f"method={w.method} teacher={w.teacher} atkd={w.atkd} seed={w.seed}",
+        nice=BACKGROUND,
     log:
         f"{LOGS}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
     benchmark:
@@ -56,6 +57,6 @@ rule landscape:
     resources:
         **resources_for("landscape"),
     shell:
-        "atkd landscape --model {params.run}/final --data {params.world}/valid.jsonl --out {params.out}"
+        "{params.nice} atkd landscape --model {params.run}/final --data {params.world}/valid.jsonl --out {params.out}"
         " --steps {params.L[steps]} --span {params.L[span]} --limit {params.L[limit]} --seed {params.L[seed]}"
         " --threads {threads} --meta {params.meta} > {log} 2>&1"
