@@ -15,7 +15,7 @@ import sys
 # registers. A command imports only its own module (torch, transformers and lm-eval are slow to import
 # and every workflow job pays for them); tests/test_cli.py checks this map against the modules.
 COMMANDS: dict[str, tuple[str, ...]] = {
-    "atkd.data.world": ("world",),
+    "atkd.data.world": ("world", "chance"),
     "atkd.data.real": ("data",),
     "atkd.models.cli": ("tokenizer", "init-model", "export-model", "ladder"),
     "atkd.models.info": ("model-table",),

@@ -317,6 +317,26 @@ def test_chance_levels(world):
         assert ratio_score(recs, [r["output"] for r in recs]) == pytest.approx(1.0)
 
 
+def test_chance_by_hand_and_on_the_evaluated_documents(world, tmp_path):
+    """A hand-computed case of each definition, and `atkd chance --limit` scores the first N documents."""
+    mc = [{"choices": ["a", "b"]}, {"choices": ["a", "b", "c", "d"]}]
+    assert chance_level(mc) == pytest.approx((1 / 2 + 1 / 4) / 2)
+    gen = [
+        {"family": "f", "output": "Ana", "judge": {"kind": "exact", "keys": ["Ana"]}},
+        {"family": "f", "output": "Ben", "judge": {"kind": "exact", "keys": ["Ben"]}},
+        {"family": "g", "output": "Cid", "judge": {"kind": "exact", "keys": ["Cid"]}},
+    ]
+    # f's documents answer each other (wrong fact: 1 of 10 each), g's only one answers itself with ""
+    assert chance_level(gen) == pytest.approx((1 + 1 + 1) / (10 + 10 + 10))
+    root, _ = world
+    out = tmp_path / "chance.csv"
+    assert cli.main(["chance", "--world", str(root), "--limit", "4", "--out", str(out)]) == 0
+    with open(out, newline="") as f:
+        rows = {r["task"]: float(r["chance"]) for r in csv.DictReader(f)}
+    bbh = _load(root / "suites" / "bbh.jsonl")[:4]
+    assert rows["bbh"] == pytest.approx(sum(1 / len(r["choices"]) for r in bbh) / 4, abs=1e-6)
+
+
 def test_long_answers_carry_knowledge_and_known_randomness(world):
     """Profiles state all five facts of a KB person; stories are three sampled steps plus the person's
     home city (a KB fact), with an exact distribution."""

@@ -302,8 +302,11 @@ def test_report_findings_and_probes(tmp_path):
     for f in range(1, 9):
         assert f"## F{f}." in text
     # ATKD adds exactly +0.1 on every seed: a zero-width interval above zero
-    row = "| kd | t-big | +0.1000 [95% CI +0.1000, +0.1000], MDE 0.0000 (2 seeds; no per-document scores"
-    assert row + ": seeds only) | supported |" in text
+    row = "| kd | t-big | +0.1000 [95% CI +0.1000, +0.1000], MDE 0.0000 (2 seeds; only 2 seeds: the"
+    assert (
+        row + " interval's seed part rests on 2 values; no per-document scores: seeds only) | supported |"
+        in text
+    )
     assert "t-interval" not in text and "degree" not in text
     # the bigger teacher gives the better student here: F1's claim goes the other way
     assert "(largest is worse) is **not supported (opposite direction)**" in text

@@ -171,6 +171,20 @@ def _sweep_rows(seeds=(1, 2, 3)) -> list[dict]:
     return rows
 
 
+def test_budget_sweep_compares_endpoints_over_their_shared_seeds():
+    """Members with different seeds (kd with 5, the others with 3): the endpoint comparison uses the seeds
+    both endpoints have, and an effect that grows with the budget is reported as such (two-sided)."""
+    rows = [r for r in _sweep_rows(seeds=(1, 2, 3, 4, 5)) if r["method"] == "kd" or r["seed"] <= 3]
+    flipped = [
+        {**r, "value": r["value"] - 0.1 * (r["method"] == "kd_b05") * (r["atkd"] == "on")} for r in rows
+    ]
+    per_seed = scores(pd.DataFrame(flipped), TASKS)
+    sweep = parse_budget_sweep(json.dumps(SWEEP))
+    text = "\n".join(budget_lines(budget_scores(per_seed, sweep), sweep))
+    assert "at 0.5 epochs minus at 2 epochs: -0.0620" in text and "(3 seeds" in text
+    assert "**ATKD's effect is larger at 2 epochs (the interval excludes 0)**" in text
+
+
 def test_budget_sweep_scores_lines_and_figure(tmp_path, monkeypatch):
     per_seed = scores(pd.DataFrame(_sweep_rows()), TASKS)
     sweep = parse_budget_sweep(json.dumps(SWEEP))
@@ -184,8 +198,8 @@ def test_budget_sweep_scores_lines_and_figure(tmp_path, monkeypatch):
     rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| budget")]
     assert [r.split(" | ")[:2] for r in rows] == [["| 0.5", "kd_b05"], ["| 1", "kd"], ["| 2", "kd_b2"]]
     assert "+0.0500" in rows[0] and "+0.0120" in rows[2] and all("supported" in r for r in rows)
-    assert "- ATKD effect at 0.5 epochs minus at 2 epochs: +0.0380" in text
-    assert "effect shrinks with a larger budget is **supported**" in text
+    assert "- ATKD effect (signed) at 0.5 epochs minus at 2 epochs: +0.0380" in text
+    assert "**ATKD's effect is larger at 0.5 epochs (the interval excludes 0)**" in text
     figures = _recording(monkeypatch)
     from atkd.report.budget import budget_figure
 
@@ -274,5 +288,5 @@ def test_budget_sweep_resamples_documents_with_evidence():
     lines = budget_lines(budget_scores(per_seed, sweep), sweep, evidence)
     text = "\n".join(lines)
     assert "| 0.5 | kd_b05 |" in text and "+0.0500 [95% CI +0.0500, +0.0500]" in text
-    assert "(2 seeds x 40 docs)" in text  # 20 documents in each of the 2 suites
-    assert "- ATKD effect at 0.5 epochs minus at 2 epochs: +0.0400 [95% CI +0.0400, +0.0400]" in text
+    assert "(2 seeds x 40 docs; only 2 seeds" in text  # 20 documents in each of the 2 suites
+    assert "- ATKD effect (signed) at 0.5 epochs minus at 2 epochs: +0.0400 [95% CI +0.0400, +0.0400]" in text

@@ -6,8 +6,9 @@ instruction-tuned (the student base is not). What it holds:
 
 - KB facts in varied prose: full biographies, partial ones, narrative mentions ("Tova, the baker from
   Kelvik, ...") and residents of a city, each fact in several phrasings. People are *unequally famous*:
-  how often a person is written about follows a Zipf law over a seed-drawn ranking (the most famous about
-  60x the median), with every person written about at least once. A larger model memorises further into
+  how often a person is written about follows a Zipf law over a seed-drawn ranking (in the default world
+  the most famous person has 1,062 fact documents, the median 49, the least 17), with every person
+  written about at least once. A larger model memorises further into
   the tail, as real pre-trained models know more rare facts; `mention_counts` gives each person's count.
 - Text drawn from the same known distributions as the stochastic families (stories, favourite items).
 - Reading-with-numbers passages, arithmetic, one- and two-step logic, reviews: the skills the

@@ -152,6 +152,17 @@ def _understanding_records(
     return out
 
 
+def chance_csv(suites: Mapping[str, list[Record]], limit: int | None = None) -> str:
+    """The chance table (task, chance, definition) of suites' records, on the first `limit` of each (the
+    documents an evaluation with that limit scores)."""
+    kinds = {n: "generation" for n in GENERATION_SUITES} | {n: "understanding" for n in UNDERSTANDING_SUITES}
+    rows = [
+        f'{name},{chance_level(recs[:limit]):.6f},"{CHANCE_DEFINITION[kinds[name]]}"\n'
+        for name, recs in suites.items()
+    ]
+    return "task,chance,definition\n" + "".join(rows)
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -225,14 +236,11 @@ def generate_world(
     texts["pretrain_valid.txt"] = "".join(d + "\n" for d in valid_docs)
     counts["pretrain_valid.txt"] = len(valid_docs)
     texts["pretrain_mentions.json"] = json.dumps(mentions, indent=0) + "\n"
-    chance = {}
-    for name in (*GENERATION_SUITES, *UNDERSTANDING_SUITES):
-        recs = [json.loads(line) for line in texts[f"suites/{name}.jsonl"].splitlines()]
-        chance[name] = chance_level(recs)
-    kinds = {n: "generation" for n in GENERATION_SUITES} | {n: "understanding" for n in UNDERSTANDING_SUITES}
-    texts["chance.csv"] = "task,chance,definition\n" + "".join(
-        f'{name},{value:.6f},"{CHANCE_DEFINITION[kinds[name]]}"\n' for name, value in chance.items()
-    )
+    suites = {
+        name: [json.loads(line) for line in texts[f"suites/{name}.jsonl"].splitlines()]
+        for name in (*GENERATION_SUITES, *UNDERSTANDING_SUITES)
+    }
+    texts["chance.csv"] = chance_csv(suites)
     counts["pretrain.txt"] = len(pretrain_docs)
     texts["kb.json"] = json.dumps(kb, indent=1, ensure_ascii=False) + "\n"
 
@@ -329,6 +337,20 @@ def _run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_chance(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"atkd chance: --limit must be at least 1, got {args.limit}")
+    root = Path(args.world)
+    suites = {}
+    for name in (*GENERATION_SUITES, *UNDERSTANDING_SUITES):
+        path = root / "suites" / f"{name}.jsonl"
+        if not path.is_file():
+            raise SystemExit(f"atkd chance: {path} not found (is {root} a world made by `atkd world`?)")
+        suites[name] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    atomic_write_text(args.out, chance_csv(suites, args.limit))
+    return 0
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add `atkd world --out DIR [--seed N] [--n-train ...]`: generate the synthetic world."""
     p = subparsers.add_parser(
@@ -343,3 +365,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-pretrain", type=int, default=DEFAULTS["n_pretrain"], help="pre-training documents")
     p.add_argument("--n-fewshot", type=int, default=DEFAULTS["n_fewshot"], help="few-shot pool per suite")
     p.set_defaults(func=_run_cli)
+    c = subparsers.add_parser(
+        "chance",
+        help="each suite's chance level on the documents an evaluation scores",
+        description="Write task,chance,definition for every suite of a world, on its first --limit documents",
+    )
+    c.add_argument("--world", required=True, help="a world directory (`atkd world`)")
+    c.add_argument("--limit", type=int, default=None, help="first N documents per suite (evaluation.limit)")
+    c.add_argument("--out", required=True, help="CSV to write")
+    c.set_defaults(func=_run_chance)

@@ -42,17 +42,18 @@ def compare(
     arms = [((a[0], teacher, "on"), (a[0], teacher, "off"))]
     if b is not None:
         arms.append(((b[0], teacher, "on"), (b[0], teacher, "off")))
-    if evidence is not None:
-        pairs = [evidence.arrays(*arm) for arm in arms]
+    common = sorted(set(a[2].index) & (set(a[2].index) if b is None else set(b[2].index)))
+    if evidence is not None and common:
+        pairs = [evidence.arrays(*arm, seeds=common) for arm in arms]
         if b is None and pairs[0] is not None:
             return paired_bootstrap(*pairs[0], n_boot=evidence.n_boot, seed=evidence.seed)
-        if b is not None and None not in pairs and sorted(a[2].index) == sorted(b[2].index):
+        if b is not None and None not in pairs:
             effects = [[x - y for x, y in zip(*pair, strict=True)] for pair in pairs]
             if [e.shape for e in effects[0]] == [e.shape for e in effects[1]]:
                 return paired_bootstrap(*effects, n_boot=evidence.n_boot, seed=evidence.seed)
     if b is None:
         return paired(a[2], pd.Series(0.0, index=a[2].index))
-    return paired(a[2], b[2])
+    return paired(a[2].loc[common], b[2].loc[common])
 
 
 def parse_budget_sweep(raw: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -131,8 +132,10 @@ def budget_figure(scores: pd.DataFrame, sweep: Mapping[str, Any], stem: Path) ->
         ax.minorticks_off()
         ax.set_xlabel(f"distillation budget ({unit})")
         ax.grid(alpha=0.3)
-    n = effects["seed"].nunique()
-    fig.suptitle(f"Budget sweep at teacher {sweep['teacher']}: {n} seed(s); dots: single seeds", fontsize=10)
+    per_member = effects.groupby("budget")["seed"].nunique()
+    counts = "/".join(str(per_member[b]) for b in sorted(per_member.index))
+    title = f"Budget sweep at teacher {sweep['teacher']}: {counts} seeds by budget; dots: single seeds"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, stem)
 
@@ -172,8 +175,14 @@ def budget_lines(
     if len(per_budget) >= 2:
         low, high = min(per_budget), max(per_budget)
         cmp = compare(evidence, teacher, per_budget[low], per_budget[high])
+        # Two-sided: does ATKD's effect (signed, +ATKD minus without) differ between the two budgets?
+        if cmp.verdict_for(1) == "supported":
+            verdict = f"ATKD's effect is larger at {low:g} {unit} (the interval excludes 0)"
+        elif cmp.verdict_for(-1) == "supported":
+            verdict = f"ATKD's effect is larger at {high:g} {unit} (the interval excludes 0)"
+        else:
+            verdict = cmp.verdict_for(1)
         lines.append(
-            f"- ATKD effect at {low:g} {unit} minus at {high:g} {unit}: {cmp.text()}: the claim that the"
-            f" effect shrinks with a larger budget is **{cmp.verdict}**."
+            f"- ATKD effect (signed) at {low:g} {unit} minus at {high:g} {unit}: {cmp.text()}: **{verdict}**."
         )
     return lines + [""]

@@ -22,12 +22,11 @@ from typing import Any
 import pandas as pd
 
 from atkd.report.analyses import analysis_scores, f3_lines, f4_lines, f7_lines
-from atkd.report.stats import LEVEL, N_BOOT, POWER, Z_MDE, Comparison, Evidence, paired
+from atkd.report.stats import FEW_SEEDS, LEVEL, N_BOOT, POWER, Z_MDE, Comparison, Evidence, paired
 from atkd.report.tables import AVERAGE, arm_objectives, same_objective, shared_atkd_objectives
 
 ALTERNATIVES = ("kd_early", "kd_ta", "dkd")  # F8's other remedies, by their default config names
 MDE_TARGET = 0.02  # the effect the power section sizes the study for
-FEW_SEEDS = 5  # below this many seeds the bootstrap's seed spread rests on too few values
 
 
 def _series(sc: pd.DataFrame, method: str, teacher: str, atkd: str, task: str = AVERAGE) -> pd.Series:
@@ -268,9 +267,8 @@ def _power(sc: pd.DataFrame, reference: str, params: Mapping[str, float], eviden
         " variance components (two-way ANOVA per task, atkd.report.stats.Components), SE^2 = seed_var / S +"
         " (1/T^2) sum_t (doc_var_t / D_t + resid_var_t / (S D_t)) for S seeds and D_t documents of task t;"
         " 'seed SD' is sqrt(seed_var), the seed-to-seed spread of the average score's difference. The"
-        " prediction is unbiased; the bootstrap understates the seed part with few seeds ((S - 1)/S) and"
-        " overstates the seed x document residual (it draws seeds and documents independently), so size the"
-        " config from the predicted column.",
+        " prediction is unbiased; the (rescaled) bootstrap overstates the seed x document residual (it draws"
+        " seeds and documents independently), so size the config from the predicted column.",
         "",
         "| teacher | seeds x docs | MDE measured | MDE predicted | seed SD"
         f" | seeds for MDE <= {MDE_TARGET} |",
@@ -313,13 +311,11 @@ def report_markdown(
             " No per-document scores (doc_scores.csv) were given: only seeds are resampled, so each interval"
             " rests on the seed-to-seed spread alone."
         )
-    if len(seeds) < FEW_SEEDS:
-        notes.append(
-            f" With {len(seeds)} seed(s) the seed-to-seed spread rests on {len(seeds)} value(s): the"
-            " bootstrap understates it (its seed variance is (S - 1)/S of the unbiased one) and the"
-            " intervals are too narrow; the power section says how many seeds an MDE of"
-            f" {MDE_TARGET} needs."
-        )
+    notes.append(
+        f" Comparisons of fewer than {FEW_SEEDS} seeds say so: their percentile interval rests on that few"
+        " seed values (its variance is rescaled to be unbiased, its shape is coarse); the power section says"
+        f" how many seeds an MDE of {MDE_TARGET} needs."
+    )
     lines = [
         "# What this run shows about the study's findings",
         "",

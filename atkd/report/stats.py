@@ -23,10 +23,12 @@ part, so that the MDE can be predicted for other numbers of seeds and documents 
 
 A suite without per-document scores enters with one column, its per-seed score (seeds only). With one
 seed only documents are resampled: seed-to-seed variation is then not measured, and `Comparison.text`
-says so. Two known biases of this bootstrap: its seed part is (S - 1)/S of the unbiased variance (too
-narrow with few seeds), and, as seeds and documents are drawn independently, it counts the seed x
-document residual up to three times (too wide where that residual dominates, e.g. 0/1 accuracies of
-two similar students). The variance components (`Components`, two-way ANOVA) are unbiased: plan with
+says so. Seed and document weights are rescaled (Rao and Wu, 1988) so that each part's variance is
+unbiased (a plain bootstrap's is (n - 1)/n of it: half with two seeds). One known bias remains: as seeds
+and documents are drawn independently, it counts the seed x document residual up to three times (too
+wide where that residual dominates, e.g. 0/1 accuracies of two similar students). With few seeds the
+percentile interval still rests on few distinct seed values (`Comparison.scale` says so). The variance
+components (`Components`, two-way ANOVA) are unbiased: plan with
 them.
 """
 
@@ -137,6 +139,9 @@ def variance_components(diffs: Sequence[np.ndarray]) -> Components:
     return Components(seeds, tuple(docs), seed_var, tuple(doc_var), tuple(resid_var))
 
 
+FEW_SEEDS = 5  # below this many seeds the seed-to-seed spread rests on too few values
+
+
 @dataclass(frozen=True)
 class Comparison:
     """A paired comparison A - B: the estimate of delta, its 95% percentile interval, the bootstrap
@@ -194,6 +199,8 @@ class Comparison:
         notes = []
         if self.seeds == 1:
             notes.append("documents only: seed-to-seed variation not measured")
+        elif self.seeds < FEW_SEEDS:
+            notes.append(f"only {self.seeds} seeds: the interval's seed part rests on {self.seeds} values")
         if self.seeds_only == self.suites:
             notes.append("no per-document scores: seeds only")
         elif self.seeds_only:
@@ -210,10 +217,15 @@ class Comparison:
 
 @functools.lru_cache(maxsize=32)
 def _weights(n: int, n_boot: int, seed: int, stream: int) -> np.ndarray:
-    """B x n bootstrap weights: each row the counts of n draws with replacement, divided by n. Cached, so
+    """B x n bootstrap weights: each row the counts of n draws with replacement, divided by n, with the
+    deviations from 1/n scaled by sqrt(n / (n - 1)) (the rescaled bootstrap of Rao and Wu, 1988): a plain
+    bootstrap's variance of a mean is (n - 1)/n of the unbiased one, half of it with two seeds; rescaled,
+    it is unbiased (weights may then be negative; the statistic is linear in them). Cached, so
     comparisons of the same shape share their draws (common random numbers; deterministic)."""
     rng = np.random.default_rng([seed, stream, n])
     w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n
+    if n > 1:
+        w = 1.0 / n + (w - 1.0 / n) * np.sqrt(n / (n - 1))
     w.flags.writeable = False
     return w
 
@@ -339,13 +351,15 @@ class Evidence:
             self._pivots[key] = part.pivot(index="seed", columns="doc", values="value")
         return self._pivots[key]
 
-    def arrays(self, a: Arm, b: Arm) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+    def arrays(
+        self, a: Arm, b: Arm, seeds: Sequence[int] | None = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
         """Per task the paired (seeds x documents) arrays of arms `a` and `b` over the seeds both have
-        (every task scored), documents by id; None if no seed is shared."""
+        (every task scored; only those in `seeds` if given), documents by id; None if no seed is shared."""
         sa, sb = self._suite.get(a), self._suite.get(b)
         if sa is None or sb is None:
             return None
-        seeds = sorted(set(sa.index) & set(sb.index))
+        seeds = sorted(set(sa.index) & set(sb.index) & set(sa.index if seeds is None else seeds))
         if not seeds:
             return None
         xa, xb = [], []

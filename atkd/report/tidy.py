@@ -46,12 +46,13 @@ def objective_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
     as described in the module docstring (the input of `objective_key`)."""
     from atkd.losses import parse_spec
     from atkd.plugins import load_plugins
-    from atkd.train.loop import TrainConfig, weight_affecting
+    from atkd.train.loop import _LEGACY_DEFAULTS, TrainConfig, weight_affecting
     from atkd.train.sampling import parse_sampling
 
     if "config" not in summary:
         raise ValueError("a train_summary.json without its training config ('config')")
-    config = {**TrainConfig.defaults(), **summary["config"]}  # older summaries lack newer fields
+    # older summaries lack newer fields: they had the value of that time (the loop's legacy defaults)
+    config = {**TrainConfig.defaults(), **_LEGACY_DEFAULTS, **summary["config"]}
     fields = {k: v for k, v in weight_affecting(config).items() if k not in NOT_OBJECTIVE}
     load_plugins(config.get("plugins") or [])  # a plugin loss must be registered to be resolved
     fields["loss"] = _jsonable(dataclasses.asdict(parse_spec(config["loss"])))

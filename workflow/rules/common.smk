@@ -378,7 +378,8 @@ def student_base_command():
         s,
         output_dir=STUDENT_BASE,
         train_data=f"{WORLD}/pretrain.txt",
-        valid_data=f"{WORLD}/valid.jsonl",  # CE on the instruction answers, as every run logs it
+        # held-out plain text: the pre-training loss, as the teachers' bases log it
+        **({} if REAL_DATA else {"valid_data": f"{WORLD}/pretrain_valid.txt"}),
         seed=DATA_SEED,
         threads=config["threads"],
         progress=False,

@@ -56,8 +56,8 @@ rule collect_runs:
 
 
 rule chance:
-    """Each suite's chance level (task, chance, definition), written by `atkd world` next to the suites,
-    as a result file: the report's chance row. Only the synthetic world has one."""
+    """Each suite's chance level (task, chance, definition) on the documents the evaluation scores (the
+    first `evaluation.limit`): the report's chance row. Only the synthetic world has one."""
     conda:
         ENV
     input:
@@ -66,11 +66,12 @@ rule chance:
         f"{RESULTS}/chance.csv",
     params:
         world=parent("input", 0),
+        limit=f"--limit {config['evaluation']['limit']}" if config["evaluation"].get("limit") else "",
     log:
         f"{LOGS}/chance.log",
     threads: 1
     shell:
-        "cp -v {params.world}/chance.csv {output} > {log} 2>&1"
+        "atkd chance --world {params.world} {params.limit} --out {output} > {log} 2>&1"
 
 
 rule report:
