@@ -10,7 +10,9 @@ from workflow_helpers import job_counts, smoke_config, snakemake
 
 
 def _dry(tmp_path, **changes):
-    out = snakemake("-n", "-p", "all", "--configfile", str(smoke_config(tmp_path, **changes)), "--cores", "2")
+    out = snakemake(
+        "-n", "-p", "all", "--configfile", str(smoke_config(tmp_path, **changes)), "--cores", "2", timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out
 
@@ -35,7 +37,7 @@ def test_teachers_are_pretrained_then_instruction_tuned(tmp_path):
 
 def test_without_teacher_pretrain_teachers_start_from_random(tmp_path):
     cfg = _without_teacher_pretrain(smoke_config(tmp_path))
-    out = snakemake("-n", "all", "--configfile", str(cfg), "--cores", "2")
+    out = snakemake("-n", "all", "--configfile", str(cfg), "--cores", "2", timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "teacher_base" not in job_counts(out)
 
@@ -48,5 +50,5 @@ def test_a_per_teacher_pretrain_override_needs_an_arch_teacher_and_the_section(t
     out = _dry(tmp_path, teachers=teachers)
     assert "max_steps=3" in out.stdout + out.stderr
     cfg = _without_teacher_pretrain(smoke_config(tmp_path, teachers=teachers))
-    bad = snakemake("-n", "all", "--configfile", str(cfg), "--cores", "2")
+    bad = snakemake("-n", "all", "--configfile", str(cfg), "--cores", "2", timeout=300)
     assert bad.returncode != 0 and "teachers.neox-48x2.pretrain" in bad.stderr + bad.stdout
