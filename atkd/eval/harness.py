@@ -169,7 +169,7 @@ InstructSetsSpec = Mapping[str, str | Path] | Sequence[str | Path] | str | Path 
 def resolve_instruct_sets(sets: InstructSetsSpec, base: str | Path | None = None) -> dict[str, Path]:
     """The config's outside instruction sets as {name: absolute path}, without reading them.
 
-    Accepted forms: {name: path}; a path or glob pattern (`../shared/data/instruct-eval/*.jsonl`); or a
+    Accepted forms: {name: path}; a path or glob pattern (`data/instruct-eval/*.jsonl`); or a
     list of paths and patterns. Files named by pattern or list are named by their stem (`self-inst.jsonl`
     -> `self-inst`), with `eval` appended where the stem is a built-in suite's name (`dolly.jsonl` ->
     `dollyeval`, the study's DollyEval), so they never clash with the synthetic suites. Relative paths
