@@ -53,7 +53,7 @@ def test_two_processes_train_the_weights_of_one(world, tmp_path, loss, sharded):
     the student's and the live teacher's parameters, gradients and optimizer state) alike."""
     extra = {}
     if loss == "fkl":
-        teacher = train(config(world, tmp_path / "teacher", arch="neox-48x2", max_steps=2, seed=9))
+        teacher = train(config(world, tmp_path / "teacher", arch="neox-48x2", max_steps=12, lr=1e-2, seed=9))
         extra = {"loss": "fkl", "teacher": str(teacher)}
     one = train(config(world, tmp_path / "one", **extra))
     two = config(world, tmp_path / "two", **extra)
