@@ -13,11 +13,11 @@ Five generation suites (judged against the world's ground truth, study's ratio s
 
 Three understanding suites (accuracy), each multiple choice with its own few-shot pool:
 
-- `mmlu` 4 options over KB facts (5-shot).
+- `mmlu` 4 options over KB facts (5-shot in the study; the options are not listed in the question).
 - `drop` reading comprehension with numbers over a short passage (3-shot): 4 numbers (the other
          quantities a wrong reading gives, then near misses), or the 2 names of a comparison.
-- `bbh`  multi-step symbolic reasoning (3-shot): tracking swapped objects (3 options), boolean expressions
-         (2), ordering (3-4); the training `logic` family has only single-step versions of each.
+- `bbh`  multi-step symbolic reasoning (3-shot): boolean expressions of 2-3 operators (2 options); the
+         training `logic` family has only single-operator ones.
 
 Every option is scored by its log-likelihood as the *answer sentence* a model trained on the world writes
 ("Tova is a baker.", "Tata has more rakes.", "There are 17 bells in total."), so a 2M-parameter model that
@@ -33,8 +33,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from atkd.data.families import COMPARATIVES, TRAIN_MIX, Record, WorldContext, fact_answer
-from atkd.data.kb import AGE_RANGE, CATEGORIES, COUNTABLE, PROFESSIONS, article, plural
+from atkd.data.families import TRAIN_MIX, Record, WorldContext, fact_answer
+from atkd.data.kb import AGE_RANGE, CATEGORIES, COUNTABLE, PROFESSIONS, plural
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ UNDERSTANDING_SUITES: dict[str, dict[str, Any]] = {
         "num_fewshot": 3,
         "shift": "reading + arithmetic: count, add, subtract, compare numbers in a passage",
     },
-    "bbh": {"num_fewshot": 3, "shift": "multi-step: 2-3 swaps, 2-3 boolean operators, 3-4 person orderings"},
+    "bbh": {"num_fewshot": 3, "shift": "multi-step: boolean expressions of 2-3 operators"},
 }
 SUITE_NAMES = tuple(GENERATION_SUITES) + tuple(UNDERSTANDING_SUITES)
 
@@ -136,7 +136,11 @@ def gen_mmlu(rng: random.Random, ctx: WorldContext) -> Record:
     rng.shuffle(values)
     gold = values.index(str(value))
     question = _MMLU_Q[attr].format(s=subject)
-    instruction = f"{question} Choose from: {', '.join(values[:3])} or {values[3]}."
+    # The options are not listed in the instruction: each is scored as an answer sentence (cloze style, as
+    # lm-eval's ARC), and a listing made the ladder's models copy instead of recall (measured on world v2,
+    # largest teacher, 200 questions: 0.90 with the bare question, 0.48 with the list zero-shot, 0.28 with
+    # it 5-shot).
+    instruction = question
     # Each option is scored as the answer sentence a model trained on the world writes (open QA's).
     choices = [fact_answer(attr, subject, v) for v in values]
     return {
@@ -213,7 +217,10 @@ def gen_drop(rng: random.Random, ctx: WorldContext) -> Record:
 
 
 # ----------------------------------------------------------------------------------------------- BBH
-BBH_TASKS = ("tracking_shuffled_objects", "boolean_expressions", "logical_deduction")
+# Only boolean expressions: the ladder's models do not track objects or order people in context. Measured
+# on world v2 (100 questions each, the largest teacher): 3-person object tracking with 1-3 swaps 0.28-0.39
+# (chance 0.33) and 3-4-person ordering 0.12 (chance 0.29), against 0.63-0.69 (chance 0.50) here.
+BBH_TASKS = ("boolean_expressions",)
 
 
 def _bool_tree(rng: random.Random, n_ops: int) -> tuple[str, bool, bool]:
@@ -239,59 +246,23 @@ def _bool_tree(rng: random.Random, n_ops: int) -> tuple[str, bool, bool]:
 
 def gen_bbh(rng: random.Random, ctx: WorldContext, task: str) -> Record:
     """One multi-step reasoning question of `task` (see BBH_TASKS)."""
-    if task == "tracking_shuffled_objects":
-        names = rng.sample(ctx.extra_names, 3)
-        objects = rng.sample(ctx.objects, 3)
-        holding = dict(zip(names, objects))
-        text = (
-            f"{names[0]} has {article(objects[0])}, {names[1]} has {article(objects[1])} "
-            f"and {names[2]} has {article(objects[2])}."
-        )
-        for i in range(rng.randint(2, 3)):
-            a, b = rng.sample(names, 2)
-            holding[a], holding[b] = holding[b], holding[a]
-            text += f" {('First', 'Then', 'Finally')[i]} {a} and {b} swap."
-        who = rng.choice(names)
-        question, answer = f"{text} What does {who} have now?", holding[who]
-        candidates = list(objects)
-        say = lambda x: f"{who} has {article(x)}."  # noqa: E731
-    elif task == "boolean_expressions":
-        expr, value, _ = _bool_tree(rng, rng.randint(2, 3))
-        question, answer = f"What is {expr}?", str(value)
-        candidates = ["True", "False"]
-        say = str
-    elif task == "logical_deduction":
-        n = rng.randint(3, 4)
-        order = rng.sample(ctx.extra_names, n)  # order[0] has the most of the property
-        more, less = rng.choice(COMPARATIVES)
-        facts = []
-        for hi, lo in zip(order, order[1:]):
-            facts.append(f"{hi} is {more} than {lo}." if rng.random() < 0.5 else f"{lo} is {less} than {hi}.")
-        rng.shuffle(facts)
-        most = rng.random() < 0.5
-        superlative = {"taller": "tallest", "shorter": "shortest", "older": "oldest", "younger": "youngest"}
-        superlative |= {"faster": "fastest", "slower": "slowest"}
-        question = " ".join(facts) + f" Who is the {superlative[more if most else less]}?"
-        answer = order[0] if most else order[-1]
-        candidates, word = list(order), superlative[more if most else less]
-        say = lambda x: f"{x} is the {word}."  # noqa: E731
-    else:
+    if task != "boolean_expressions":
         raise ValueError(f"unknown BBH task {task!r}; expected one of {BBH_TASKS}")
-    # Multiple choice over the answer sentences of every candidate (chance = 1 / number of candidates).
-    options = list(candidates)
+    expr, value, _ = _bool_tree(rng, rng.randint(2, 3))
+    question, answer = f"What is {expr}?", str(value)
+    # Multiple choice over the two truth values (chance = 1/2).
+    options = ["True", "False"]
     rng.shuffle(options)
-    choices = [say(o) for o in options]
-    gold = options.index(answer)
     return {
         "task": task,
         "question": question,
         "answer": answer,
-        "candidates": candidates,
-        "choices": choices,
-        "gold": gold,
+        "candidates": ["True", "False"],
+        "choices": list(options),
+        "gold": options.index(answer),
         "instruction": question,
         "input": "",
-        "output": choices[gold],
+        "output": answer,
     }
 
 

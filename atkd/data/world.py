@@ -49,7 +49,7 @@ from atkd.data.suites import (
 from atkd.data.template import format_prompt
 from atkd.fsutil import atomic_write_json, atomic_write_text
 
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 DEFAULTS: dict[str, int] = {
     "n_train": 18_000,
     "n_valid": 1_000,
