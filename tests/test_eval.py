@@ -367,43 +367,6 @@ def _short_doc(answer: str, output: str, candidates: list[str] | None = None, **
     return {"reference": output, "record": json.dumps(record)}
 
 
-def test_short_answer_scoring_numeric():
-    doc = _short_doc("17", "There are 17 bells in total.")
-    assert utils.process_short_answer(doc, ["There are 17 bells in total.\n### Instruction:"]) == {
-        "acc": 1.0,
-        "exact_match": 1.0,
-        "f1": 1.0,
-    }
-    bare = utils.process_short_answer(doc, ["\n 17."])  # the bare answer is right, and strictly so
-    assert bare["acc"] == 1.0 and bare["exact_match"] == 1.0
-    sentence = utils.process_short_answer(doc, ["Kiko has 17 bells."])  # first integer, words around free
-    assert sentence["acc"] == 1.0 and sentence["exact_match"] == 0.0 and 0 < sentence["f1"] < 1
-    assert utils.process_short_answer(doc, ["There are 18 bells, not 17."])["acc"] == 0.0  # first number
-    assert utils.process_short_answer(doc, ["There are many bells."])["acc"] == 0.0
-    assert utils.process_short_answer(doc, ["x\n17"])["acc"] == 0.0  # only the first line counts
-
-
-def test_short_answer_scoring_candidates():
-    doc = _short_doc("Tata", "Tata has more rakes.", ["Hupoki", "Tata", "Pududi"])
-    assert utils.process_short_answer(doc, ["Tata has more rakes."])["acc"] == 1.0
-    assert utils.process_short_answer(doc, ["tata"])["acc"] == 1.0
-    # The first candidate mentioned is the answer: naming the wrong one first is wrong.
-    assert utils.process_short_answer(doc, ["Hupoki has fewer rakes than Tata."])["acc"] == 0.0
-    assert utils.process_short_answer(doc, ["Tatami has more rakes."])["acc"] == 0.0  # whole words only
-    assert utils.process_short_answer(doc, ["Nobody."])["acc"] == 0.0
-    truth = _short_doc("False", "False", ["True", "False"])
-    assert utils.process_short_answer(truth, ["False"]) == {"acc": 1.0, "exact_match": 1.0, "f1": 1.0}
-    assert utils.process_short_answer(truth, ["True and False"])["acc"] == 0.0
-
-
-def test_short_answer_scoring_without_answer_fields():
-    """Records of other data sets (no `answer`, no `candidates`): `output` is the gold, matched strictly."""
-    doc = {"reference": "Tiki", "record": json.dumps({"instruction": "q", "output": "Tiki"})}
-    partial = utils.process_short_answer(doc, ["Tiki has more"])
-    assert partial["acc"] == 0.0 and partial["exact_match"] == 0.0 and partial["f1"] == pytest.approx(0.5)
-    assert utils.process_short_answer(doc, ["tiki."])["acc"] == 1.0
-
-
 def test_num_fewshot_override(world):
     assert task_config("bbh", world)["num_fewshot"] == UNDERSTANDING_SUITES["bbh"]["num_fewshot"]
     assert task_config("bbh", world, num_fewshot=0)["num_fewshot"] == 0

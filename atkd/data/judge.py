@@ -22,7 +22,6 @@ distribution-level scores (sampled answers, or a model's probability mass on the
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -166,51 +165,3 @@ def ratio_score(records: Sequence[Mapping[str, Any]], answers: Sequence[str | No
     student = sum(judge_score(r, a) for r, a in zip(records, answers))
     reference = sum(judge_score(r, r["output"]) for r in records)
     return student / reference
-
-
-# ----------------------------------------------------------------- exact match for DROP / BBH answers
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD/DROP-style normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = _ARTICLES.sub(" ", text.lower().translate(_PUNCT))
-    return " ".join(text.split())
-
-
-def first_line(generation: str) -> str:
-    """The first non-empty line of a generation (models often run on after the answer)."""
-    for line in generation.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
-    """1.0 if `prediction` equals `gold` (or any of several golds) after `normalize_answer`, else 0.0."""
-    golds = [gold] if isinstance(gold, str) else list(gold)
-    pred = normalize_answer(prediction)
-    return float(any(pred == normalize_answer(g) for g in golds))
-
-
-def extract_short_answer(generation: str, candidates: Sequence[str], numeric: bool) -> str | None:
-    """The answer a sentence-style generation gives (lm-eval's "flexible extract"), or None.
-
-    Reads the first line only. A numeric question's answer is the first integer there ("There are 17
-    bells in total." -> "17"); otherwise it is the candidate (a name, object or truth value the question
-    is about) mentioned first as whole words ("Tata has more rakes." -> "Tata"). Mentioning a wrong
-    candidate first is a wrong answer, and mentioning none gives None, so guessing stays at chance.
-    """
-    line = first_line(generation)
-    if numeric:
-        match = _INT.search(line)
-        return match.group(0) if match else None
-    norm = f" {normalize_answer(line)} "
-    best: tuple[int, str] | None = None
-    for cand in candidates:
-        c = normalize_answer(cand)
-        pos = norm.find(f" {c} ") if c else -1
-        if pos >= 0 and (best is None or pos < best[0]):
-            best = (pos, cand)
-    return None if best is None else best[1]

@@ -1,7 +1,7 @@
 """Evaluate a model on the world's suites through lm-evaluation-harness, in-process, into tidy files.
 
 How a task gets its data: the committed YAMLs in `atkd/eval/tasks/` are one template per task kind
-(generation, multiple_choice, short_answer) whose `custom_dataset` is `utils.load_suite`. For each run,
+(generation, multiple_choice) whose `custom_dataset` is `utils.load_suite`. For each run,
 `evaluate` writes `<out>/tasks/atkd_<suite>.yaml`: `include:` of the kind's template plus the task name,
 `dataset_kwargs` (the absolute suite and few-shot paths, which lm-eval passes to `load_suite`), the
 few-shot count and the generation settings. A TaskManager indexes only that folder. So the run folder
@@ -59,7 +59,6 @@ SUITE_KIND: dict[str, str] = {
 PRIMARY_METRIC: dict[str, str] = {
     "generation": "judge_ratio",
     "multiple_choice": "acc_norm",
-    "short_answer": "acc",
 }
 # The metrics that may score a task in the report's tables, in the order the report prefers them when
 # the config does not say (atkd.report.tables): the study's judge ratio (the synthetic world's
@@ -124,9 +123,7 @@ def task_config(
     """The run-time task YAML of one suite (as a dict): the kind's template, the data paths, the few-shot
     count (`num_fewshot`, default the suite's own from `atkd.data.suites`), and the generation settings.
 
-    `max_new_tokens` caps generation suites, and short-answer suites at their template's own smaller cap;
-    `temperature` > 0 samples the generation suites (MiniLLM/DistiLLM protocol); understanding suites stay
-    greedy.
+    `max_new_tokens` caps generation suites; `temperature` > 0 samples them (MiniLLM/DistiLLM protocol).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")

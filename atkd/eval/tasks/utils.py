@@ -8,30 +8,19 @@ Stateless on purpose: lm-eval imports this file by path (as its own module), and
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from atkd.data.jsonl import read_jsonl
-from atkd.data.judge import (
-    exact_match,
-    extract_short_answer,
-    first_line,
-    judge_score,
-    normalize_answer,
-    token_f1,
-)
+from atkd.data.judge import judge_score
 from atkd.data.template import format_prompt
-
-_INTEGER = re.compile(r"-?\d+")
 
 # Fields a record of each task kind must have (read_jsonl checks presence and type, with file:line).
 REQUIRED_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "generation": {"instruction": str, "output": str},
     "multiple_choice": {"instruction": str, "output": str, "choices": list, "gold": int},
-    "short_answer": {"instruction": str, "output": str},
     "instruct": {"instruction": str, "output": str},
 }
 
@@ -126,37 +115,3 @@ def judge_ratio(items: Iterable[tuple[float, float]]) -> float:
     if not pairs or reference <= 0:
         raise ValueError("judge_ratio needs at least one document with a positive reference score")
     return sum(s for s, _ in pairs) / reference
-
-
-def short_answer_f1(prediction: str, gold: str) -> float:
-    """DROP-style token F1 after SQuAD normalisation (lower case, no punctuation or articles)."""
-    return token_f1(normalize_answer(prediction), normalize_answer(gold))
-
-
-def process_short_answer(doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, float]:
-    """Scores of a short-answer generation (drop, bbh), each on its first line:
-
-    - `acc`: the answer pulled out of the line (`extract_short_answer`: first integer for a numeric
-      gold, else the first candidate mentioned) equals the gold `answer`; the suites' headline number,
-      because small models answer in sentences as their training taught them;
-    - `exact_match`: the whole line equals the gold answer or the reference sentence (strict);
-    - `f1`: DROP-style token F1 of the line against the reference sentence.
-
-    Records without `answer` use `output` as the gold answer; without `candidates`, a non-numeric
-    answer is scored by strict match.
-    """
-    prediction = first_line(results[0])
-    record = _record(doc)
-    gold = str(record.get("answer", record["output"]))
-    candidates = [str(c) for c in record.get("candidates") or []]
-    numeric = _INTEGER.fullmatch(gold.strip()) is not None
-    if numeric or candidates:
-        extracted = extract_short_answer(prediction, candidates, numeric)
-        acc = float(extracted is not None and normalize_answer(extracted) == normalize_answer(gold))
-    else:
-        acc = exact_match(prediction, gold)
-    return {
-        "acc": acc,
-        "exact_match": exact_match(prediction, [gold, doc["reference"]]),
-        "f1": short_answer_f1(prediction, doc["reference"]),
-    }
