@@ -1,4 +1,9 @@
-"""Atomic file-system writes: a reader (or a killed job) never sees a half-written file or directory."""
+"""Atomic file-system writes: a reader (or a killed job) never sees a half-written file or directory.
+
+Temporary files and directories come from `tempfile`, which creates them private (0600 / 0700) whatever
+the umask; before the rename they get the mode a plain `open` / `mkdir` would give (0644 / 0755 under the
+usual umask 022), so colleagues on a shared file system can read the results.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _public(path: str | Path, directory: bool) -> None:
+    """Give a temporary file or directory the mode `open` / `mkdir` would have: 0666 / 0777 less umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 @contextmanager
@@ -25,6 +42,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        _public(tmp, directory=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -50,6 +68,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        _public(tmp, directory=False)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
