@@ -19,9 +19,13 @@ if not config:
     configfile: "config/default.yaml"
 
 
+from atkd.config import check_schema, check_study
+
+# Structure and types first, as one line naming the key (snakemake's `validate` would print the whole
+# schema); `validate` then only fills the schema's defaults.
+check_schema(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
 
-from atkd.config import check_study
 from atkd.eval.harness import resolve_instruct_sets
 from atkd.plugins import load_plugins
 

@@ -1,13 +1,17 @@
-"""Up-front checks of a study configuration that a JSON schema cannot express.
+"""Up-front checks of a study configuration, before any job runs.
 
-The workflow validates its config against `workflow/schemas/config.schema.yaml` (structure, types) and
-then calls `check_study`, which asks the package itself whether every loss, model and suite named in the
-config exists, so that a typo fails before the first job with the list of valid names.
+The workflow first calls `check_schema` (structure and types, against
+`workflow/schemas/config.schema.yaml`), then `check_study`, which asks the package itself whether every
+loss, model and suite named in the config exists. Either raises `ConfigError`: one line naming the key path,
+what is wrong and the valid values, with a "did you mean" for a near miss; never the schema or the config.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from atkd.data.suites import GENERATION_SUITES
@@ -40,12 +44,92 @@ METHOD_TRAIN_KEYS = (
 _DEFAULT_EPOCHS = 1.0  # atkd.train.TrainConfig.epochs (not imported: the workflow's parse stays light)
 
 
+class ConfigError(ValueError):
+    """A configuration error: the message names the key path and the valid values."""
+
+
+# Names users bring from other toolkits, and the key they mean here.
+_ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "seed": "seeds"}
+
+
+def _near(word: str, valid: Any) -> str:
+    """' (did you mean 'x'?)' for the closest valid name, or ''."""
+    valid = [str(v) for v in valid]
+    if _ALIASES.get(str(word)) in valid:
+        return f" (did you mean {_ALIASES[str(word)]!r}?)"
+    close = difflib.get_close_matches(str(word), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _schema_message(err: Any) -> str:
+    """One line for one jsonschema error: key path, the problem, the valid values."""
+    path = ".".join(str(p) for p in err.absolute_path) or "config"
+    schema, value, kind = err.schema, err.instance, err.validator
+    if kind == "additionalProperties" and isinstance(value, Mapping):
+        valid = sorted(schema.get("properties", {}))
+        unknown = [k for k in value if k not in valid]
+        if valid and unknown:
+            key = unknown[0]
+            where = f"{path}.{key}" if err.absolute_path else key
+            return f"{where}: unknown key{_near(key, valid)}; valid keys here: {', '.join(valid)}"
+    if kind == "required":
+        missing = re.match(r"'([^']+)'", err.message)
+        key = missing.group(1) if missing else err.message
+        return f"{path}: the key {key!r} is required"
+    if kind == "minProperties" and isinstance(value, Mapping) and not value:
+        return f"{path}: must not be empty"
+    if kind == "minItems" and isinstance(value, list) and not value:
+        return f"{path}: must not be empty"
+    if kind == "enum":
+        valid = ", ".join(map(str, err.validator_value))
+        return f"{path}: {_short(value)} is not allowed{_near(value, err.validator_value)}; valid: {valid}"
+    if kind == "type":
+        wanted = err.validator_value
+        wanted = wanted if isinstance(wanted, str) else " or ".join(wanted)
+        return f"{path}: expected {wanted}, got {_short(value)}"
+    if kind == "oneOf" and not err.absolute_path:
+        return "config: give exactly one of `world:` (the synthetic world) or `data:` (real data), not both"
+    message = err.message if len(err.message) <= 200 else err.message[:197] + "..."
+    return f"{path}: {message}"
+
+
+def check_schema(config: Mapping[str, Any], schema_path: str | Path) -> None:
+    """Raise ConfigError for the most relevant violation of the workflow's JSON schema, in one line."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(config)))
+    if error is not None:
+        raise ConfigError(_schema_message(error))
+
+
 def _check_model(where: str, entry: Mapping[str, Any]) -> None:
     if "arch" in entry and "model" in entry:
-        raise ValueError(f"{where}: set either 'arch' (ladder name) or 'model' (checkpoint/Hub id), not both")
+        raise ConfigError(
+            f"{where}: set either 'arch' (ladder name) or 'model' (checkpoint/Hub id), not both"
+        )
     arch = entry.get("arch")
     if arch is not None and arch not in LADDER:
-        raise ValueError(f"{where}: unknown arch {arch!r}; valid: {', '.join(LADDER)}")
+        valid = ", ".join(LADDER)
+        raise ConfigError(f"{where}.arch: unknown arch {arch!r}{_near(arch, LADDER)}; valid: {valid}")
+    model = entry.get("model")
+    if isinstance(model, str) and _looks_local(model) and not Path(model).expanduser().exists():
+        raise ConfigError(
+            f"{where}.model: {model!r} looks like a local path and does not exist (a Hub id is"
+            " 'owner/name'; a local checkpoint is a directory with config.json)"
+        )
+
+
+def _looks_local(model: str) -> bool:
+    """A path, not a Hub id: starts with / . ~, or has more than one '/', or ends in a file suffix."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or model.endswith(".gguf")
 
 
 def _spec(where: str, spec: Any, atkd: Mapping[str, Any] | None = None) -> Any:
@@ -55,57 +139,57 @@ def _spec(where: str, spec: Any, atkd: Mapping[str, Any] | None = None) -> Any:
     try:
         return parse_spec(spec)
     except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     where = f"methods.{name}"
     for key in method.get("train", {}):
         if key not in METHOD_TRAIN_KEYS:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}.train: unknown or fixed key {key!r}; valid: {', '.join(METHOD_TRAIN_KEYS)}"
             )
     loss = _spec(f"{where}.loss", method["loss"])
     try:
         sampling = parse_sampling(method.get("sampling"))
     except ValueError as err:
-        raise ValueError(f"{where}.{err}") from None
+        raise ConfigError(f"{where}.{err}") from None
     variants = method.get("atkd", ["off"] if method.get("teacher", True) is False else ["off", "on"])
     if "on" in variants:
         key = "atkd_loss" if "atkd_loss" in method else "loss"
         _spec(f"{where}.{key}", method[key], method_atkd_options(config, name))
     elif "atkd_options" in method:
-        raise ValueError(f"{where}.atkd_options: the method has no +ATKD variant (atkd: {variants})")
+        raise ConfigError(f"{where}.atkd_options: the method has no +ATKD variant (atkd: {variants})")
     if method.get("teacher", True) is False:
         if loss.needs_teacher:
-            raise ValueError(f"{where}: loss {loss.name!r} needs a teacher but teacher: false")
+            raise ConfigError(f"{where}: loss {loss.name!r} needs a teacher but teacher: false")
         if "on" in variants:
-            raise ValueError(f"{where}: +ATKD needs a teacher; use atkd: [off]")
+            raise ConfigError(f"{where}: +ATKD needs a teacher; use atkd: [off]")
         extra = [
             k for k in ("sampling", "teachers", "teacher_epochs", "assistant", "atkd_loss") if k in method
         ]
         if extra or sampling.source != "ground_truth":
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: {', '.join(extra) or 'sampling'} needs a teacher; remove it or the teacher: false"
             )
         return
     if not loss.needs_teacher and sampling.source != "teacher":
-        raise ValueError(f"{where}: loss {loss.name!r} uses no teacher; set teacher: false")
+        raise ConfigError(f"{where}: loss {loss.name!r} uses no teacher; set teacher: false")
     teachers = list(config["teachers"])
     chosen = method.get("teachers", "all")
     for t in [] if chosen == "all" else chosen:
         if t not in teachers:
-            raise ValueError(f"{where}.teachers: unknown teacher {t!r}; valid: {', '.join(teachers)}")
+            raise ConfigError(f"{where}.teachers: unknown teacher {t!r}; valid: {', '.join(teachers)}")
     if "teacher_epochs" in method and "assistant" in method:
-        raise ValueError(f"{where}: set teacher_epochs (early-stopped teacher) or assistant, not both")
+        raise ConfigError(f"{where}: set teacher_epochs (early-stopped teacher) or assistant, not both")
     if "assistant" in method and method["assistant"] not in teachers:
-        raise ValueError(
+        raise ConfigError(
             f"{where}.assistant: unknown teacher {method['assistant']!r}; valid: {', '.join(teachers)}"
         )
     if "teacher_epochs" in method:
         total = config["teacher_train"].get("epochs")
         if total is not None and not 0 < method["teacher_epochs"] < total:
-            raise ValueError(f"{where}.teacher_epochs: must be in (0, {total}) (teacher_train.epochs)")
+            raise ConfigError(f"{where}.teacher_epochs: must be in (0, {total}) (teacher_train.epochs)")
 
 
 def method_atkd_options(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -156,7 +240,7 @@ def _check_budget_sweep(config: Mapping[str, Any]) -> None:
     sweep = config["budget_sweep"]
     teachers = list(config["teachers"])
     if sweep["teacher"] not in teachers:
-        raise ValueError(
+        raise ConfigError(
             f"budget_sweep.teacher: unknown teacher {sweep['teacher']!r}; valid: {', '.join(teachers)}"
         )
     seen: dict[tuple[float, str], str] = {}
@@ -164,20 +248,22 @@ def _check_budget_sweep(config: Mapping[str, Any]) -> None:
         where = f"budget_sweep.members: method {name!r}"
         if name not in config["methods"]:
             valid = ", ".join(config["methods"])
-            raise ValueError(f"budget_sweep.members: unknown method {name!r}; valid: {valid}")
+            raise ConfigError(f"budget_sweep.members: unknown method {name!r}; valid: {valid}")
         method = config["methods"][name]
         if method.get("teacher", True) is False or set(method.get("atkd", ["off", "on"])) != {"off", "on"}:
-            raise ValueError(f"{where} needs runs with and without ATKD (atkd: [off, on])")
+            raise ConfigError(f"{where} needs runs with and without ATKD (atkd: [off, on])")
         chosen = method.get("teachers", "all")
         if chosen != "all" and sweep["teacher"] not in chosen:
-            raise ValueError(f"{where} is not run with teacher {sweep['teacher']!r} (its teachers: {chosen})")
+            raise ConfigError(
+                f"{where} is not run with teacher {sweep['teacher']!r} (its teachers: {chosen})"
+            )
         budget = distill_budget(config, name)
         if budget in seen:
-            raise ValueError(f"{where} has the same budget as {seen[budget]!r} ({budget[0]:g} {budget[1]})")
+            raise ConfigError(f"{where} has the same budget as {seen[budget]!r} ({budget[0]:g} {budget[1]})")
         seen[budget] = name
     units = {unit for _, unit in seen}
     if len(units) > 1:
-        raise ValueError("budget_sweep.members: budgets mix epochs and max_steps; give them all one kind")
+        raise ConfigError("budget_sweep.members: budgets mix epochs and max_steps; give them all one kind")
 
 
 def check_study(config: Mapping[str, Any]) -> None:
@@ -186,75 +272,75 @@ def check_study(config: Mapping[str, Any]) -> None:
     for name, entry in config["teachers"].items():
         _check_model(f"teachers.{name}", entry)
         if "pretrain" in entry and ("arch" not in entry or "teacher_pretrain" not in config):
-            raise ValueError(
+            raise ConfigError(
                 f"teachers.{name}.pretrain: only a teacher built from `arch` is pre-trained, and only when"
                 " the config has a `teacher_pretrain:` section"
             )
     try:
         load_plugins(config.get("plugins", []))
     except (ImportError, OSError) as err:
-        raise ValueError(f"plugins: {err}") from None
+        raise ConfigError(f"plugins: {err}") from None
     for name, method in config["methods"].items():
         _check_method(name, method, config)
         n_seeds = len(config["seeds"])
         if method.get("seeds", 1) > n_seeds:
-            raise ValueError(
+            raise ConfigError(
                 f"methods.{name}.seeds: {method['seeds']} is more than the study's {n_seeds} seeds"
                 f" ({config['seeds']}); give a count from 1 to {n_seeds}"
             )
     try:
         parse_spec({"name": "fkl", "atkd": dict(config["atkd"])})
     except ValueError as err:
-        raise ValueError(f"atkd: {err}") from None
+        raise ConfigError(f"atkd: {err}") from None
     student = config["student"]
     if student.get("pretrained") and "model" not in student:
-        raise ValueError("student.pretrained: a pre-trained base needs `model` (a Hub id or checkpoint)")
+        raise ConfigError("student.pretrained: a pre-trained base needs `model` (a Hub id or checkpoint)")
     if "data" in config and config["evaluation"]["suites"]:
-        raise ValueError(
+        raise ConfigError(
             "evaluation.suites: the synthetic world's suites need `world:`; with `data:` use instruct_sets"
             " and benchmarks"
         )
     e = config["evaluation"]
     if not (e["suites"] or e.get("instruct_sets") or e.get("benchmarks")):
-        raise ValueError("evaluation: nothing to evaluate (no suites, instruct_sets or benchmarks)")
+        raise ConfigError("evaluation: nothing to evaluate (no suites, instruct_sets or benchmarks)")
     if e.get("judge") and not e.get("instruct_sets"):
-        raise ValueError("evaluation.judge: the LLM judge scores instruct_sets, and none is configured")
+        raise ConfigError("evaluation.judge: the LLM judge scores instruct_sets, and none is configured")
     for suite in config["evaluation"]["suites"]:
         if suite not in SUITES:
-            raise ValueError(f"evaluation.suites: unknown suite {suite!r}; valid: {', '.join(SUITES)}")
+            raise ConfigError(f"evaluation.suites: unknown suite {suite!r}; valid: {', '.join(SUITES)}")
     evaluated = config["evaluation"]["suites"]
     for suite, shots in config["evaluation"].get("num_fewshot", {}).items():
         if suite not in evaluated or suite in GENERATION_SUITES:
             valid = [s for s in evaluated if s not in GENERATION_SUITES]
-            raise ValueError(
+            raise ConfigError(
                 f"evaluation.num_fewshot: {suite!r} is not an evaluated understanding suite;"
                 f" valid: {', '.join(valid)}"
             )
         if not isinstance(shots, int) or shots < 0:
-            raise ValueError(f"evaluation.num_fewshot.{suite}: expected a count >= 0, got {shots!r}")
+            raise ConfigError(f"evaluation.num_fewshot.{suite}: expected a count >= 0, got {shots!r}")
     try:
         check_instruct_sets(config["evaluation"].get("instruct_sets"))
     except (ValueError, OSError) as err:
-        raise ValueError(f"evaluation.instruct_sets: {err}") from None
+        raise ConfigError(f"evaluation.instruct_sets: {err}") from None
     for name, spec in config.get("analyses", {}).items():
         variant = spec.get("atkd", "off")
         for method in spec["members"]:
             if method not in config["methods"]:
                 valid = ", ".join(config["methods"])
-                raise ValueError(f"analyses.{name}.members: unknown method {method!r}; valid: {valid}")
+                raise ConfigError(f"analyses.{name}.members: unknown method {method!r}; valid: {valid}")
             entry = config["methods"][method]
             default = ["off"] if entry.get("teacher", True) is False else ["off", "on"]
             if variant not in entry.get("atkd", default):
-                raise ValueError(f"analyses.{name}: method {method!r} has no atkd={variant!r} run")
+                raise ConfigError(f"analyses.{name}: method {method!r} has no atkd={variant!r} run")
     if config.get("budget_sweep"):
         _check_budget_sweep(config)
     landscape = config.get("landscape", {})
     for key, valid in (("methods", config["methods"]), ("teachers", config["teachers"])):
         for name in landscape.get(key, []):
             if name not in valid:
-                raise ValueError(f"landscape.{key}: unknown name {name!r}; valid: {', '.join(valid)}")
+                raise ConfigError(f"landscape.{key}: unknown name {name!r}; valid: {', '.join(valid)}")
     if config["evaluation"].get("benchmarks"):
         try:
             check_benchmarks(config["evaluation"]["benchmarks"])
         except ValueError as err:
-            raise ValueError(f"evaluation.benchmarks: {err}") from None
+            raise ConfigError(f"evaluation.benchmarks: {err}") from None

@@ -11,7 +11,14 @@ import pytest
 import yaml
 from workflow_helpers import ROOT, job_counts, smoke_config, snakemake
 
-from atkd.config import budget_sweep_plan, check_study, distill_budget, distill_fields
+from atkd.config import (
+    ConfigError,
+    budget_sweep_plan,
+    check_schema,
+    check_study,
+    distill_budget,
+    distill_fields,
+)
 
 
 def test_lint_is_clean():
@@ -69,7 +76,7 @@ CONFIG_ERRORS = [
     (_set("methods", "kd", "loss", "kl"), r"methods.kd.loss: unknown loss name 'kl'; valid: ce, dkd, fkl"),
     (
         _set("teachers", "neox-48x2", "arch", "neox-1x1"),
-        r"teachers.neox-48x2: unknown arch 'neox-1x1'; valid: neox-32x2",
+        r"teachers.neox-48x2.arch: unknown arch 'neox-1x1'.*; valid: neox-32x2",
     ),
     (_set("methods", "sft", "atkd", ["on"]), "needs a teacher"),
     (
@@ -145,6 +152,77 @@ def test_config_errors_name_the_valid_choices(tmp_path, change, message):
     change(cfg, tmp_path)
     with pytest.raises(ValueError, match=message):
         check_study(cfg)
+
+
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _without(*path):
+    def apply(cfg, tmp_path):
+        node = cfg
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+
+    return apply
+
+
+def _rename_top(old, new):
+    def apply(cfg, tmp_path):
+        cfg[new] = cfg.pop(old)
+
+    return apply
+
+
+SCHEMA_ERRORS = [
+    (
+        _rename_top("seeds", "seedz"),
+        r"^seedz: unknown key \(did you mean 'seeds'\?\); valid keys here: .*seeds",
+    ),
+    (_set("distill", "learning_rate", 0.1), r"^distill.learning_rate: unknown key \(did you mean 'lr'\?\)"),
+    (_set("distill", "epocs", 2), r"^distill.epocs: unknown key \(did you mean 'epochs'\?\)"),
+    (_set("teacher_train", "bf16", "yes"), r"^teacher_train.bf16: expected boolean, got 'yes'$"),
+    (_set("methods", {}), r"^methods: must not be empty$"),
+    (
+        _set("distill", "batching", "packed"),
+        r"^distill.batching: 'packed' is not allowed; valid: random, bucketed$",
+    ),
+    (_without("teachers"), r"^config: the key 'teachers' is required$"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), SCHEMA_ERRORS)
+def test_schema_errors_are_one_line_naming_the_key(tmp_path, change, message):
+    cfg = yaml.safe_load((ROOT / "config" / "default.yaml").read_text())
+    check_schema(copy.deepcopy(cfg), SCHEMA)
+    change(cfg, tmp_path)
+    with pytest.raises(ConfigError, match=message) as err:
+        check_schema(cfg, SCHEMA)
+    assert "\n" not in str(err.value)
+
+
+def test_a_missing_local_model_fails_up_front(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    name = next(iter(cfg["teachers"]))
+    cfg["teachers"][name] = {"model": str(tmp_path / "no-such-checkpoint")}
+    with pytest.raises(
+        ConfigError, match=rf"^teachers.{name}.model: '.*no-such-checkpoint' looks like a local"
+    ):
+        check_study(cfg)
+    cfg["teachers"][name]["model"] = "EleutherAI/pythia-160m"  # a Hub id is not checked here
+    check_study(cfg)
+
+
+def test_config_errors_stop_snakemake_in_a_few_lines(tmp_path):
+    """Before any job: the console shows the key and a few lines of traceback, not the schema."""
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["distill"]["learning_rate"] = 0.1
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = snakemake("-n", "all", "--configfile", str(path))
+    text = (out.stdout + out.stderr).strip()
+    assert out.returncode != 0 and "distill.learning_rate: unknown key (did you mean 'lr'?)" in text
+    assert len(text.splitlines()) <= 10, text
 
 
 def test_schema_rejects_unknown_suites_before_any_job(tmp_path):
