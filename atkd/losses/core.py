@@ -253,6 +253,10 @@ class _Weights:
     binary: Tensor | None  # weight of the binary part
     nontarget: Tensor | None  # weight of the non-target part (before UnC weighting)
 
+    def rows(self, lo: int, hi: int) -> _Weights:
+        """The weights of valid tokens lo..hi (one chunk)."""
+        return _Weights(*(None if w is None else w[lo:hi] for w in (self.base, self.binary, self.nontarget)))
+
 
 def _hard_mask(log_unc: Tensor, seq_ids: Tensor, cfg: AtkdConfig) -> Tensor:
     """Boolean [n] marking the ceil(k*n) highest-UnC tokens of the batch, or of each sequence."""
@@ -378,14 +382,35 @@ def _closed_form_chunk(
     return loss, grad.scatter_(-1, idx, (w_bin * (q_g - p_g)).unsqueeze(-1))
 
 
-def _chunks(n: int, vocab: int, chunk_size: int | None) -> list[tuple[int, int]]:
+def chunk_bounds(
+    n: int, vocab: int, chunk_size: int | None, auto_elements: int = AUTO_CHUNK_ELEMENTS, min_rows: int = 1
+) -> list[tuple[int, int]]:
+    """(lo, hi) row ranges covering n valid tokens: `chunk_size` rows each, all at once for 0, or for None
+    as many as keep one [rows x vocab] float32 temporary at `auto_elements` (at least `min_rows`)."""
     if chunk_size == 0:
         size = max(n, 1)
     elif chunk_size is None:
-        size = max(1, AUTO_CHUNK_ELEMENTS // max(vocab, 1))
+        size = max(min_rows, auto_elements // max(vocab, 1))
     else:
         size = chunk_size
     return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def chunk_loss_and_grad(
+    cfg: LossConfig, s: Tensor, t: Tensor | None, y: Tensor, w: _Weights, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """One chunk's loss and its gradient in the (temperature-scaled) student logits `s`: the closed form
+    where the loss has one, else autograd on the chunk alone; no gradient unless `need_grad`."""
+    closed = _closed_form_chunk(cfg, s, t, y, w, need_grad) if cfg.closed_form else None
+    if closed is not None:
+        return closed
+    if not need_grad:
+        return _chunk_loss(cfg, s, t, y, w), None
+    s = s.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = _chunk_loss(cfg, s, t, y, w)
+    (g,) = torch.autograd.grad(loss, s)
+    return loss, g
 
 
 class _FusedKD(torch.autograd.Function):
@@ -398,23 +423,11 @@ class _FusedKD(torch.autograd.Function):
         grad = torch.zeros_like(s_flat) if want_grad else None
         total = torch.zeros((), dtype=torch.float64, device=s_flat.device)
         inv_t = 1.0 / cfg.temperature
-        for lo, hi in _chunks(idx.numel(), s_flat.shape[-1], cfg.chunk_size):
+        for lo, hi in chunk_bounds(idx.numel(), s_flat.shape[-1], cfg.chunk_size):
             rows = idx[lo:hi]
             s_c = s_flat.index_select(0, rows).to(cdtype) * inv_t
             t_c = None if t_flat is None else t_flat.index_select(0, rows).to(cdtype) * inv_t
-            w_c = _Weights(
-                *(None if w is None else w[lo:hi] for w in (weights.base, weights.binary, weights.nontarget))
-            )
-            closed = _closed_form_chunk(cfg, s_c, t_c, y[lo:hi], w_c, want_grad) if cfg.closed_form else None
-            if closed is not None:
-                loss, g = closed
-            elif want_grad:
-                s_c = s_c.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    loss = _chunk_loss(cfg, s_c, t_c, y[lo:hi], w_c)
-                (g,) = torch.autograd.grad(loss, s_c)
-            else:
-                loss, g = _chunk_loss(cfg, s_c, t_c, y[lo:hi], w_c), None
+            loss, g = chunk_loss_and_grad(cfg, s_c, t_c, y[lo:hi], weights.rows(lo, hi), want_grad)
             if want_grad:
                 grad.index_copy_(0, rows, (g * inv_t).to(grad.dtype))
             total += loss.detach().to(torch.float64)
@@ -470,7 +483,7 @@ def teacher_log_uncertainty(cfg: LossConfig, t_flat: Tensor, idx: Tensor, y: Ten
     """log UnC of the teacher for each valid token (float64 [n]), chunked and gradient-free."""
     out = torch.empty(idx.numel(), dtype=torch.float64, device=t_flat.device)
     with torch.no_grad():
-        for lo, hi in _chunks(idx.numel(), t_flat.shape[-1], cfg.chunk_size):
+        for lo, hi in chunk_bounds(idx.numel(), t_flat.shape[-1], cfg.chunk_size):
             t_c = t_flat.index_select(0, idx[lo:hi]).to(_compute_dtype(t_flat.dtype)) / cfg.temperature
             out[lo:hi] = log_uncertainty(t_c, y[lo:hi]).to(torch.float64)
     return out
@@ -548,7 +561,7 @@ def token_parts(
     parts: dict[str, list[Tensor]] = {k: [] for k in ("unc", "unc_student", "tkd", "dkd", "base")}
     params = dict(cfg.params)
     with torch.no_grad():
-        for lo, hi in _chunks(idx.numel(), s_flat.shape[-1], chunk_size):
+        for lo, hi in chunk_bounds(idx.numel(), s_flat.shape[-1], chunk_size):
             s_c = s_flat.index_select(0, idx[lo:hi]).to(cdtype) / temperature
             t_c = t_flat.index_select(0, idx[lo:hi]).to(cdtype) / temperature
             pb, pn = _decoupled(t_c, y[lo:hi])

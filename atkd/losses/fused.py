@@ -25,11 +25,10 @@ from torch import Tensor
 from atkd.losses.core import (
     KDLoss,
     LossConfig,
-    _chunk_loss,
-    _closed_form_chunk,
     _compute_dtype,
-    _Weights,
     _weights,
+    chunk_bounds,
+    chunk_loss_and_grad,
     log_uncertainty,
     parse_spec,
 )
@@ -38,13 +37,7 @@ FUSED_CHUNK_ELEMENTS = 1 << 24  # [chunk x vocab] float32 elements per chunk whe
 
 
 def _rows(n: int, vocab: int, chunk_size: int | None) -> list[tuple[int, int]]:
-    if chunk_size == 0:
-        size = max(n, 1)
-    elif chunk_size is None:
-        size = max(8, FUSED_CHUNK_ELEMENTS // max(vocab, 1))
-    else:
-        size = chunk_size
-    return [(i, min(i + size, n)) for i in range(0, n, size)]
+    return chunk_bounds(n, vocab, chunk_size, auto_elements=FUSED_CHUNK_ELEMENTS, min_rows=8)
 
 
 def _logits(h: Tensor, w: Tensor, b: Tensor | None, dtype: torch.dtype) -> Tensor:
@@ -85,19 +78,7 @@ class _FusedLinear(torch.autograd.Function):
             s_c = _logits(h_c, w_cd, b_cd, cdtype) * inv_t
             t_c = teacher.rows(rows, cdtype)
             t_c = None if t_c is None else t_c * inv_t
-            w_c = _Weights(
-                *(None if v is None else v[lo:hi] for v in (weights.base, weights.binary, weights.nontarget))
-            )
-            closed = _closed_form_chunk(cfg, s_c, t_c, y[lo:hi], w_c, need_grad) if cfg.closed_form else None
-            if closed is not None:
-                loss, g = closed
-            elif need_grad:
-                s_c = s_c.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    loss = _chunk_loss(cfg, s_c, t_c, y[lo:hi], w_c)
-                (g,) = torch.autograd.grad(loss, s_c)
-            else:
-                loss, g = _chunk_loss(cfg, s_c, t_c, y[lo:hi], w_c), None
+            loss, g = chunk_loss_and_grad(cfg, s_c, t_c, y[lo:hi], weights.rows(lo, hi), need_grad)
             total += loss.detach().to(torch.float64)
             if g is None:
                 continue
