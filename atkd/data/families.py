@@ -14,7 +14,7 @@ True and False?"), which training must be free to repeat with fresh samples; suc
 `_reservable=False`. Every other prompt can be reserved (for evaluation or validation) by the world
 generator, which then never lets it into training.
 
-Prompts and answers are kept short on purpose: prompt tokens carry no loss (FEASIBILITY.md).
+Prompts and answers are kept short on purpose: prompt tokens carry no loss.
 """
 
 from __future__ import annotations

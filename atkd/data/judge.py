@@ -14,8 +14,8 @@ and deterministic. Each generation record says how to judge it in its `judge` fi
 - `dist`   (uses `answer_dist`): 10 for any valid answer (the support of the known distribution);
            otherwise 1 + 8 x the best token-F1 against a valid answer (partly valid stories or lists).
 
-For stochastic records membership is all a single answer can show: greedy decoding always gives the mode
-(FEASIBILITY.md). `answer_distribution` and `total_variation` expose the distribution for
+For stochastic records membership is all a single answer can show: greedy decoding always gives the mode.
+`answer_distribution` and `total_variation` expose the distribution for
 distribution-level scores (sampled answers, or a model's probability mass on the valid set).
 """
 

@@ -5,7 +5,7 @@ attributes (deterministic facts to memorise), and the "preference" distributions
 families (Zipf-like popularity of the items of each category, and the story model). The KB is plain JSON
 (`kb.json`), so the ground truth is inspectable and every evaluation score can be traced back to it.
 
-Sizes follow FEASIBILITY.md: about 300 entities, i.e. ~1,300 facts, which a 0.2-1M parameter model
+Sizes follow what 2 CPU cores can train: about 300 entities, i.e. ~1,300 facts, which a 0.2-1M parameter model
 memorises only partially in minutes (facts accuracy 0.1-0.3): knowledge is the "hard token" part.
 """
 

@@ -1,6 +1,6 @@
 """Token-level KD losses: decoupling, +ATKD, and a fused chunked evaluation over the vocabulary.
 
-Decoupling (PAPER.md, section 2). At a position with target g, teacher p and student q:
+Decoupling (docs/losses.md). At a position with target g, teacher p and student q:
 
     binary part      D(b_p, b_q),  b_p = [p_g, 1 - p_g]              ("TKD" for KL)
     non-target part  D(p^, q^),    p^_v = p_v / (1 - p_g), v != g     ("DKD" for KL)
@@ -16,7 +16,7 @@ infinity". Nothing is selected with a boolean mask over the vocabulary.
 
     L = lam * mean_easy(nontarget) + (1 - lam) * mean_hard(binary + nontarget).
 
-`groups` generalises the two weights for the token-level analyses of the study (PAPER.md, section 4):
+`groups` generalises the two weights for the token-level analyses of the study (docs/study.md):
 `{easy: {tkd: a, dkd: b}, hard: {tkd: c, dkd: d}}` gives
 `L = mean_easy(a * binary + b * nontarget) + mean_hard(c * binary + d * nontarget)`, so ATKD is
 `easy {0, lam}, hard {1 - lam, 1 - lam}`, KD on the hardest k only is `easy {0, 0}, hard {1, 1}` with

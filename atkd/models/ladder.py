@@ -1,6 +1,6 @@
 """The model ladder: named GPT-NeoX (Pythia architecture) shapes for the student and the teachers.
 
-Sizes come from FEASIBILITY.md (2 CPU cores): models above ~2M parameters cannot see enough epochs in a
+Sizes come from what 2 CPU cores can train: models above ~2M parameters cannot see enough epochs in a
 bounded time, and an undertrained big teacher is *worse* than a small one, which would confound the
 study's teacher-size sweep. So the default teachers span 8x parameters (0.23M -> 1.9M at vocab 1024)
 and the pipeline gives them comparable epochs (wall time growing with size), so quality rises with size.

@@ -25,7 +25,6 @@ def _shape(hidden: int, layers: int) -> ModelShape:
 
 
 # Named shapes, small to large. Names say hidden size x layers, so they do not depend on the vocabulary.
-# Measured train tokens/s on 2 CPU cores are in the README of this package's report / FEASIBILITY.md.
 LADDER: dict[str, ModelShape] = {
     s.name: s
     for s in (

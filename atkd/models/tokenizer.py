@@ -2,7 +2,7 @@
 
 Why from scratch: no Hub downloads are possible for the embedded default, and a small vocabulary (~1024)
 keeps the tiny models' embedding and softmax cheap. Digits are always split into single tokens: with
-BPE-merged digit chunks the tiny models could not learn addition at all (FEASIBILITY.md).
+BPE-merged digit chunks the tiny models could not learn addition at all.
 
 The result is saved as a `PreTrainedTokenizerFast` directory, so downstream code loads it with
 `AutoTokenizer.from_pretrained(path)`, exactly as it would load a Hub id.

@@ -1,4 +1,4 @@
-"""Token-level probes of the study (PAPER.md section 4): teacher uncertainty and the KD decomposition."""
+"""Token-level probes of the study (docs/study.md): teacher uncertainty and the KD decomposition."""
 
 import argparse
 

@@ -1,4 +1,4 @@
-"""The training-time analyses of the study (PAPER.md, section 4, items 3 to 6) as tables, one figure and
+"""The training-time analyses of the study (docs/study.md, analyses 3-6) as tables, one figure and
 findings F3 (DKD vs TKD), F4 (TKD on easy vs hard tokens) and F7 (k and lambda).
 
 An analysis is a named group of trained students compared side by side, declared in the config:

@@ -1,4 +1,4 @@
-"""`results/REPORT.md`: each finding of the study (F1-F8, PAPER.md) with what this run measured and a
+"""`results/REPORT.md`: each finding of the study (F1-F8, docs/study.md) with what this run measured and a
 plain verdict, then how many seeds and documents would resolve an effect of 0.02. Reads only tidy tables:
 the per-seed scores (`tables.scores`), the per-document scores (doc_scores.csv), the runs' objective keys
 (runs.csv), the chance levels (chance.csv), the model list and the probe summaries.
