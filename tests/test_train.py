@@ -14,6 +14,7 @@ from atkd.data.template import format_prompt
 from atkd.losses import build_loss
 from atkd.models import build_model, load_model, load_tokenizer, save_model
 from atkd.train import TrainConfig, forward_backward, train
+from atkd.train.config import config_diff, load_config_file
 from atkd.train.data import (
     BUCKET_WINDOW,
     IGNORE_INDEX,
@@ -25,7 +26,8 @@ from atkd.train.data import (
     load_text,
     padding_share,
 )
-from atkd.train.loop import _config_diff, check_fused_head, load_config_file, lr_lambda
+from atkd.train.optim import lr_lambda
+from atkd.train.step import check_fused_head
 from atkd.train.teacher_cache import TeacherCache, build_teacher_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -355,8 +357,8 @@ def test_bucketed_run_resumes_exactly_across_epochs(world, tmp_path):
 
 def test_runs_saved_before_bucketing_count_as_random():
     old = {"lr": 1e-3}  # a config written before the `batching` field existed
-    assert _config_diff(old, {"lr": 1e-3, "batching": "bucketed"}) == ["batching"]
-    assert _config_diff(old, {"lr": 1e-3, "batching": "random"}) == []
+    assert config_diff(old, {"lr": 1e-3, "batching": "bucketed"}) == ["batching"]
+    assert config_diff(old, {"lr": 1e-3, "batching": "random"}) == []
 
 
 def test_kd_run_with_teacher_from_checkpoint(world, reference_run, tmp_path):
