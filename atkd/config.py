@@ -16,7 +16,8 @@ from typing import Any
 
 from atkd.data.suites import GENERATION_SUITES
 from atkd.data.suites import SUITE_NAMES as SUITES
-from atkd.eval.harness import check_benchmarks, check_instruct_sets
+from atkd.eval.benchmarks import check_benchmarks
+from atkd.eval.instruct_sets import check_instruct_sets
 from atkd.losses import parse_spec
 from atkd.models.shapes import LADDER
 from atkd.plugins import load_plugins

@@ -7,11 +7,13 @@ usual umask 022), so colleagues on a shared file system can read the results.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,16 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def atomic_write_csv(path: str | Path, df: Any) -> None:
     """Write a pandas DataFrame as CSV (6 significant digits, no index) with `atomic_write_text`."""
     atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
+
+
+def atomic_write_rows(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Write dict rows as CSV with header `columns` (values as `str()` gives them, so floats keep every
+    digit: tidy result files are read back by the report) with `atomic_write_text`."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def epoch_dir_name(epochs: float) -> str:

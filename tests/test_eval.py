@@ -19,7 +19,8 @@ from atkd.data.suites import GENERATION_SUITES, SUITE_NAMES, UNDERSTANDING_SUITE
 from atkd.data.template import INSTRUCTION_HEADER, format_prompt  # noqa: E402
 from atkd.data.world import generate_world  # noqa: E402
 from atkd.eval import evaluate, validate_suites  # noqa: E402
-from atkd.eval.harness import check_instruct_sets, resolve_instruct_sets, suite_files, task_config  # noqa: E402
+from atkd.eval.instruct_sets import check_instruct_sets, resolve_instruct_sets  # noqa: E402
+from atkd.eval.registry import suite_files, task_config  # noqa: E402
 from atkd.eval.tasks import utils  # noqa: E402
 from atkd.models import build_model, save_model, train_tokenizer  # noqa: E402
 from atkd.models.tokenizer import iter_texts  # noqa: E402
@@ -140,7 +141,7 @@ def test_doc_score_rows_from_records():
     """The judge ratio per document is the answer's score over the mean reference score (per sample seed),
     averaged over seeds; a benchmark's filtered metric keeps its label; documents whose mean is not the
     task's value (a group averaged by subtask) are left out."""
-    from atkd.eval.harness import doc_score_rows
+    from atkd.eval.rows import doc_score_rows
 
     recs = [
         {
@@ -600,7 +601,8 @@ def test_sampling_protocol_over_seeds(world, model_dir, tmp_path):
 def test_benchmarks_by_lm_eval_name(world, model_dir, tmp_path):
     """lm-eval tasks named in a config run through the same engine into the same tidy rows (here tasks
     from an include path stand in for lm-eval's own, whose data needs the Hub)."""
-    from atkd.eval.harness import benchmark_task_manager, check_benchmarks, write_task_yamls
+    from atkd.eval.benchmarks import benchmark_task_manager, check_benchmarks
+    from atkd.eval.registry import write_task_yamls
 
     include = tmp_path / "bench-tasks"
     write_task_yamls(["mmlu", "dolly"], world, include)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atkd.eval.harness import PRIMARY_PREFERENCE
+from atkd.eval.rows import PRIMARY_PREFERENCE
 
 METRIC_COLUMNS = ["run", "student", "teacher", "method", "atkd", "seed", "task", "metric", "value"]
 MODEL_COLUMNS = ["model", "role", "params"]
@@ -28,7 +28,7 @@ DOC_COLUMNS = ["run", "teacher", "method", "atkd", "seed", "task", "doc", "metri
 RUN_COLUMNS = ["run", "method", "teacher", "atkd", "seed", "objective"]
 CHANCE_COLUMNS = ["task", "chance"]
 CHANCE = "chance"  # the method name of the chance row of the main table
-# PRIMARY_PREFERENCE (atkd.eval.harness, which writes per-document scores of these metrics): the metric
+# PRIMARY_PREFERENCE (atkd.eval.rows, which writes per-document scores of these metrics): the metric
 # that scores a task when the config does not say.
 AVERAGE = "avg"
 

@@ -8,7 +8,7 @@ Stateless on purpose: lm-eval imports this file by path (as its own module), and
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from atkd.data.jsonl import read_jsonl
 from atkd.data.judge import judge_score
 from atkd.data.template import format_prompt
+from atkd.eval.llm_judge.protocol import ratio
 
 # Fields a record of each task kind must have (read_jsonl checks presence and type, with file:line).
 REQUIRED_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -108,10 +109,6 @@ def process_instruct(doc: Mapping[str, Any], results: Sequence[str]) -> dict[str
     return {"rougeL": rouge_l(results[0], doc["reference"])}
 
 
-def judge_ratio(items: Iterable[tuple[float, float]]) -> float:
-    """The study's task score: sum of the answers' judge scores / sum of the references' judge scores."""
-    pairs = list(items)
-    reference = sum(r for _, r in pairs)
-    if not pairs or reference <= 0:
-        raise ValueError("judge_ratio needs at least one document with a positive reference score")
-    return sum(s for s, _ in pairs) / reference
+# The study's task score over the documents' (answer, reference) judge score pairs: sum / sum, the same
+# ratio the LLM judge reports (generation.yaml's `aggregation: !function utils.judge_ratio`).
+judge_ratio = ratio
