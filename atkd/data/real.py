@@ -132,10 +132,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add `atkd data --source ID|FILE --out DIR`."""
     p = subparsers.add_parser("data", help="real instruction data as train/valid JSONL", description=__doc__)
     p.add_argument("--source", required=True, help="Hub dataset id, local dataset directory or .jsonl file")
-    p.add_argument("--out", required=True)
-    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True, help="output directory (train.jsonl, valid.jsonl)")
+    p.add_argument("--split", default="train", help="dataset split to read")
     p.add_argument("--n-valid", type=int, default=500, help="records held out for validation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation hold-out draw")
     p.add_argument("--limit", type=int, default=None, help="keep the first N training records")
     p.add_argument("--fields", nargs="*", default=[], metavar="FIELD=COLUMN", help="column names")
     p.set_defaults(func=_run_cli, formatter_class=argparse.RawDescriptionHelpFormatter)

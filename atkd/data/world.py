@@ -357,7 +357,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "world", help="generate the synthetic instruction world", description=__doc__.splitlines()[0]
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="world seed: the same seed gives the same files")
     p.add_argument("--n-train", type=int, default=DEFAULTS["n_train"], help="training records")
     p.add_argument("--n-valid", type=int, default=DEFAULTS["n_valid"], help="validation records")
     p.add_argument("--n-eval", type=int, default=DEFAULTS["n_eval"], help="records per evaluation suite")

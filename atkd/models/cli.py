@@ -94,7 +94,12 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add `atkd tokenizer`, `atkd init-model` and `atkd ladder`."""
-    p = subparsers.add_parser("tokenizer", help="train a byte-level BPE tokenizer (single-digit tokens)")
+    line = "train a byte-level BPE tokenizer (single-digit tokens)"
+    p = subparsers.add_parser(
+        "tokenizer",
+        help=line,
+        description=line + ", or copy a pre-trained model's tokenizer (--from-model).",
+    )
     p.add_argument(
         "--train",
         nargs="+",
@@ -102,28 +107,29 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help=".jsonl instruction files (templated) and/or plain-text files",
     )
     p.add_argument("--from-model", default=None, help="copy this model's tokenizer (Hub id or directory)")
-    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="vocabulary size to train")
     p.add_argument("--out", required=True, help="output directory (a Hugging Face tokenizer)")
     p.set_defaults(func=_cmd_tokenizer)
 
     p = subparsers.add_parser(
         "init-model", help="save a randomly initialised ladder model as an HF checkpoint"
     )
-    p.add_argument("--arch", required=True, choices=list(LADDER))
+    p.add_argument("--arch", required=True, choices=list(LADDER), help="ladder architecture name")
     p.add_argument("--tokenizer", required=True, help="tokenizer directory or Hub id")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    p.add_argument("--out", required=True, help="output directory (an HF checkpoint)")
     p.set_defaults(func=_cmd_init_model)
 
     p = subparsers.add_parser(
         "export-model", help="save a pre-trained checkpoint (Hub id or directory) as an untrained base"
     )
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="Hub id or checkpoint directory")
     p.add_argument("--tokenizer", default=None, help="default: the model's own")
     p.add_argument("--out", required=True, help="writes OUT/final and OUT/train_summary.json")
     p.set_defaults(func=_cmd_export_model)
 
-    p = subparsers.add_parser("ladder", help="list the model ladder with parameter counts")
-    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
-    p.add_argument("--json", action="store_true")
+    line = "list the model ladder with parameter counts"
+    p = subparsers.add_parser("ladder", help=line, description=line + " at a vocabulary size.")
+    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="vocabulary size")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_ladder)

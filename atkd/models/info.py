@@ -50,9 +50,14 @@ def _entry(text: str) -> tuple[str, str, str]:
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add `atkd model-table`."""
-    p = subparsers.add_parser("model-table", help="tidy table of models and their parameter counts")
-    p.add_argument("entries", nargs="+", type=_entry, metavar="NAME=ROLE=CHECKPOINT_DIR")
-    p.add_argument("--out", type=Path, required=True)
+    line = "tidy table of models and their parameter counts"
+    p = subparsers.add_parser(
+        "model-table", help=line, description=line + " (models.csv), read from checkpoints."
+    )
+    p.add_argument(
+        "entries", nargs="+", type=_entry, metavar="NAME=ROLE=CHECKPOINT_DIR", help="one model per entry"
+    )
+    p.add_argument("--out", type=Path, required=True, help="CSV to write")
 
     def run(args: argparse.Namespace) -> int:
         for row in model_table(args.entries, args.out):

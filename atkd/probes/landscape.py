@@ -131,16 +131,16 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="loss along filter-normalised random directions (1-D and 2-D)",
         description=__doc__.splitlines()[0],
     )
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="checkpoint directory (tokenizer alongside)")
     p.add_argument("--data", required=True, help="instruction records (.jsonl)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output directory (landscape CSVs)")
     p.add_argument("--steps", type=int, default=11, help="grid points per axis (odd)")
     p.add_argument("--span", type=float, default=1.0, help="alpha, beta in [-span, span]")
     p.add_argument("--one-d", action="store_true", help="the 1-D line only")
     p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--limit", type=int, default=100, help="first N records the loss is averaged over")
+    p.add_argument("--max-length", type=int, default=512, help="tokens per record (truncated beyond)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument(
         "--meta", nargs="*", default=[], metavar="KEY=VALUE", help="columns prepended to every row"
     )

@@ -250,10 +250,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
     p.set_defaults(func=run_collect)
 
-    p = sub.add_parser("curves", help="every run's metrics.jsonl as one tidy table (curves.csv)")
+    line = "every run's metrics.jsonl as one tidy table (curves.csv)"
+    p = sub.add_parser("curves", help=line, description=line + ": training and validation loss by step.")
     p.add_argument("runs", nargs="*", type=Path, help="run directories <method>/<teacher>/<on|off>/s<seed>")
     p.add_argument("--teachers", nargs="*", type=Path, default=[], help="teacher training directories")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="curves.csv to write")
 
     def run_curves(a: argparse.Namespace) -> int:
         rows = write_curves(a.runs, a.out, a.teachers)
@@ -262,11 +263,14 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
     p.set_defaults(func=run_curves)
 
-    p = sub.add_parser("report", help="tables and figures from the tidy result files")
-    p.add_argument("--metrics", type=Path, required=True)
-    p.add_argument("--models", type=Path, required=True)
-    p.add_argument("--tables", type=Path, required=True)
-    p.add_argument("--figures", type=Path, required=True)
+    line = "tables and figures from the tidy result files"
+    p = sub.add_parser(
+        "report", help=line, description=line + ", and REPORT.md: one verdict per claim of the study."
+    )
+    p.add_argument("--metrics", type=Path, required=True, help="collected metrics.csv")
+    p.add_argument("--models", type=Path, required=True, help="models.csv (`atkd model-table`)")
+    p.add_argument("--tables", type=Path, required=True, help="output directory of tables and REPORT.md")
+    p.add_argument("--figures", type=Path, required=True, help="output directory of figures")
     p.add_argument("--methods", nargs="*", default=None, help="method order (colours, rows)")
     p.add_argument("--primary", nargs="*", default=[], help="task=metric that scores a task")
     p.add_argument("--probes", nargs="*", type=Path, default=[], help="`atkd probe` output directories")
