@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# The project's test command (README): lint, then the test suite.
+# The project's test command (README): lint, then the tests.
+#   bash scripts/test.sh          fast tier: every test not marked e2e (minutes)
+#   bash scripts/test.sh --all    both tiers: also the end-to-end runs (workflow, kill/resume, SLURM,
+#                                 several processes); what CI runs
+# Other arguments go to pytest (e.g. bash scripts/test.sh tests/test_losses.py -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tier=(-m "not e2e")
+args=()
+for arg in "$@"; do
+    if [[ "$arg" == "--all" ]]; then tier=(); else args+=("$arg"); fi
+done
 ruff check .
-python -m pytest -q "$@"
+python -m pytest -q "${tier[@]}" "${args[@]}"

@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 import yaml
+from helpers.tiny_world import write_world
+from helpers.workflow import ROOT, smoke_config, snakemake
 from test_plugins import readme_example
-from tiny_world import write_world
-from workflow_helpers import ROOT, smoke_config, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """The tiny instruction world of tests/tiny_world.py (train/valid JSONL, text, tokenizer)."""
+    """The tiny instruction world of tests/helpers/tiny_world.py (train/valid JSONL, text, tokenizer)."""
     return write_world(tmp_path_factory.mktemp("world"))
 
 

@@ -15,7 +15,7 @@ import torch
 from atkd.models import load_model
 from atkd.train import train
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def config(world, out, **over):

@@ -11,10 +11,12 @@ import time
 import pandas as pd
 import pytest
 import torch
+from helpers.tiny_world import write_world
 from safetensors.torch import load_file
-from tiny_world import write_world
 
 from atkd.eval.harness import evaluate
+
+pytestmark = pytest.mark.e2e
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -91,3 +93,58 @@ def test_sigkill_then_rerun_gives_identical_model_and_metrics(tmp_path):
         )
         rows.append(pd.read_csv(run / "eval" / "metrics.csv"))
     pd.testing.assert_frame_equal(rows[0], rows[1])
+
+
+# The README's answer to "Snakemake says the directory is locked" after a killed run: the same command
+# once with this flag added, then unchanged.
+README_UNLOCK = "--unlock"
+
+
+def test_killed_workflow_reruns_to_the_same_metrics(smoke_run, tmp_path_factory):
+    """The whole smoke workflow killed (process group, SIGKILL) while students train, then the README's
+    command again, unchanged (after `snakemake --unlock` if, and only if, Snakemake reports a stale lock,
+    as the README says): the same metrics.csv, byte for byte, as the uninterrupted run."""
+    import yaml
+    from helpers.workflow import SNAKEMAKE
+
+    reference, ref_config, ref_out, project = smoke_run
+    assert ref_out.returncode == 0, ref_out.stderr[-3000:]
+    tmp = tmp_path_factory.mktemp("killed-workflow")
+    cfg = yaml.safe_load(ref_config.read_text())
+    cfg["results"], cfg["figures"] = str(tmp / "results"), str(tmp / "figures")
+    config = tmp / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    command = [*SNAKEMAKE, "all", "--cores", "2", "--configfile", str(config)]
+
+    proc = subprocess.Popen(
+        command,
+        cwd=project,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    runs = tmp / "results" / "runs"
+    deadline = time.time() + 1200
+    while time.time() < deadline and proc.poll() is None:  # some students done, others under way
+        if runs.exists() and any(runs.rglob("train_summary.json")):
+            break
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        pytest.fail("the workflow finished (or failed) before it could be killed")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp / "results" / "metrics.csv").exists()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=project, env=ENV, capture_output=True, text=True, timeout=1800)
+
+    again = run(*command)
+    if again.returncode != 0 and "LockException" in again.stdout + again.stderr:
+        unlock = run(*command, README_UNLOCK)
+        assert unlock.returncode == 0, unlock.stderr[-2000:]
+        again = run(*command)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert (tmp / "results" / "metrics.csv").read_bytes() == (
+        reference / "results" / "metrics.csv"
+    ).read_bytes()

@@ -1,12 +1,12 @@
-"""The loss library against the plain float64 reference (tests/reference_losses.py)."""
+"""The loss library against the plain float64 reference (tests/helpers/reference_losses.py)."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-import reference_losses as ref
 import torch
+from helpers import reference_losses as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

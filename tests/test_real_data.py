@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from tiny_world import records
+from helpers.tiny_world import records
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, OPTConfig, OPTForCausalLM
 
 from atkd.cli import main as atkd

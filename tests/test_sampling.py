@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from helpers.tiny_world import train_config
 from safetensors.torch import load_file
-from tiny_world import train_config
 
 import atkd.train.loop as loop
 from atkd.data.jsonl import read_jsonl

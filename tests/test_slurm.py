@@ -25,7 +25,7 @@ CANDIDATES = [ROOT.parent / "shared" / "slurm", Path("/work/shared/slurm")]
 if os.environ.get("ATKD_SLURM_SCRIPTS"):
     CANDIDATES.insert(0, Path(os.environ["ATKD_SLURM_SCRIPTS"]))
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def _scripts() -> Path | None:

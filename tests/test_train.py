@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers.tiny_world import records, train_config
 from safetensors.torch import load_file
-from tiny_world import records, train_config
 
 from atkd.data.template import format_prompt
 from atkd.losses import build_loss

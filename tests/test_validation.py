@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tiny_world import train_config
+from helpers.tiny_world import train_config
 
 from atkd.models import load_model, load_tokenizer
 from atkd.train import TrainConfig, train

@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import ROOT, job_counts, smoke_config, snakemake
+from helpers.workflow import ROOT, job_counts, smoke_config, snakemake
 
 from atkd.config import (
     ConfigError,
@@ -236,6 +236,7 @@ def test_schema_rejects_unknown_suites_before_any_job(tmp_path):
     assert out.returncode != 0 and "squad" in out.stdout + out.stderr
 
 
+@pytest.mark.e2e
 def test_smoke_workflow_end_to_end(smoke_run):
     """The whole DAG on the smoke config, in a temporary directory: tidy table, main table, figure; with
     the README's worked plugin example (a user's own module and method) added as written."""

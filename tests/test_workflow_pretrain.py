@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import yaml
-from workflow_helpers import job_counts, smoke_config, snakemake
+from helpers.workflow import job_counts, smoke_config, snakemake
 
 
 def _dry(tmp_path, **changes):
