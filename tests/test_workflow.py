@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import stat
 
 import pandas as pd
 import pytest
@@ -265,6 +266,10 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert set(main.loc[main["method"] == "hellinger", "atkd"]) == {"off", "on"}
     for ext in ("png", "pdf"):
         assert (tmp_path / "figures" / f"teacher_sweep.{ext}").stat().st_size > 1000
+    # under umask 022 every output is readable by group and others (atomic writes included)
+    for path in [*results.rglob("*"), *(tmp_path / "figures").rglob("*")]:
+        want = 0o755 if path.is_dir() else 0o644
+        assert stat.S_IMODE(path.stat().st_mode) & want == want, path
     # a second invocation finds everything up to date
     again = snakemake("all", "--cores", "2", "--configfile", str(cfg), "-n", timeout=120, cwd=project)
     assert "Nothing to be done" in again.stdout + again.stderr

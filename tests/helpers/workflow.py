@@ -27,8 +27,8 @@ def smoke_config(tmp_path: Path, **changes) -> Path:
 def snakemake(*args: str, timeout: int = 60, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """`python -m snakemake ARGS` in the repository (or another directory holding a Snakefile), offline."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    return subprocess.run(  # under the usual umask 022, whatever the test runner's
+        [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, umask=0o022
     )
 
 
