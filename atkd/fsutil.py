@@ -44,6 +44,11 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        for root, dirs, files in os.walk(tmp):  # writers such as safetensors create files private too
+            for name in dirs:
+                _public(os.path.join(root, name), directory=True)
+            for name in files:
+                _public(os.path.join(root, name), directory=False)
         _public(tmp, directory=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

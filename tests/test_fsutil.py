@@ -35,8 +35,13 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask, mask):
         (d / "inside.txt").write_text("y")
     with atomic_dir(tmp_path / "d") as d:  # replacing an existing directory too
         (d / "inside.txt").write_text("z")
+        (d / "sub").mkdir(mode=0o700)  # as safetensors and tempfile write: private whatever the umask
+        (d / "sub" / "weights.bin").write_bytes(b"w")
+        os.chmod(d / "sub" / "weights.bin", 0o600)
     assert _mode(tmp_path / "a.txt") == _mode(plain_file) == 0o666 & ~mask
     assert _mode(tmp_path / "d") == _mode(plain_dir) == 0o777 & ~mask
     assert _mode(tmp_path / "d" / "inside.txt") == 0o666 & ~mask
+    assert _mode(tmp_path / "d" / "sub") == 0o777 & ~mask
+    assert _mode(tmp_path / "d" / "sub" / "weights.bin") == 0o666 & ~mask
     assert (tmp_path / "d" / "inside.txt").read_text() == "z"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "d", "plain", "plain.txt"]
