@@ -1,11 +1,12 @@
-"""Benchmark: random vs bucketed batches (`batching:` of atkd.train), and the thread/job layout of a machine.
+"""Benchmark: random, bucketed and packed batches (`batching:` of atkd.train), and the thread/job layout.
 
 Part 1, batching: optimizer steps as `atkd train` takes them (collate to the batch's longest sequence,
-forward + backward, gradient clipping, AdamW) on the real training data of a world, for SFT of each
-`--archs` model and for KD of the first arch from a live teacher (the last arch). Each repeat runs
-random and then bucketed batches (alternating which goes first) from the same initial weights and the
-same stream positions (`batch_indices`), so machine noise hits both alike; tokens per second normalise
-for the different examples the two orders put at those positions. Columns: all tokens (padding
+or pack the batch's examples into rows; forward + backward, gradient clipping, AdamW) on the real
+training data of a world, for SFT of each `--archs` model and for KD of the first arch from a live
+teacher (the last arch). Each repeat runs random, bucketed and packed batches (the order rotating per
+repeat) from the same initial weights and the same stream positions (`batch_indices`), so machine noise
+hits all alike; packed steps hold exactly the examples of random ones, and tokens per second normalise
+for the different examples bucketing puts at those positions. Columns: all tokens (padding
 included), real tokens (non-pad), target tokens (the loss's), the padding share of the timed batches and
 their rates. The padding share of a whole epoch of each order is written as rows of its own.
 
@@ -40,7 +41,7 @@ import torch
 from atkd.losses import build_loss
 from atkd.models.ladder import build_model
 from atkd.models.tokenizer import load_tokenizer
-from atkd.train.data import Example, batch_indices, collate, load_examples, padding_share
+from atkd.train.data import Example, batch_indices, collate, load_examples, pack, padding_share
 from atkd.train.loop import forward_backward
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,7 @@ def run_steps(
     start: int = 0,
     batch_size: int = 32,
     teacher: str | None = None,
+    packed: bool = False,
 ) -> dict[str, float]:
     """Time optimizer steps on the stream from position `start` (one untimed warm-up step first); stop
     after `steps` steps or `seconds`. Returns token counts and the elapsed time of the timed steps."""
@@ -86,7 +88,8 @@ def run_steps(
     while True:
         idx = batch_indices(len(examples), 0, pos, batch_size, lengths)
         pos += batch_size
-        batch = collate([examples[i] for i in idx], pad)
+        part = [examples[i] for i in idx]
+        batch = pack(part, pad)[0] if packed else collate(part, pad)
         stats = forward_backward(model, [batch], loss_fn, t_model)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -127,10 +130,15 @@ def bench_batching(examples, vocab, pad, args) -> list[dict]:
     lengths = tuple(len(e.input_ids) for e in examples)
     n, bs = len(examples), args.batch_size
     rows = []
-    for name, order in (("random", None), ("bucketed", lengths)):  # a whole epoch, no timing
+    for name, order in (("random", None), ("bucketed", lengths), ("packed", None)):  # an epoch, untimed
         batches = [batch_indices(n, 0, p, bs, order) for p in range(0, n - bs + 1, bs)]
         assert len({i for b in batches for i in b}) == len(batches) * bs  # no example twice
-        share = padding_share(batches, lengths)
+        if name == "packed":
+            packs = [pack([examples[i] for i in b], 0)[0] for b in batches]
+            real = sum(int(b["token_mask"].sum()) for b in packs)
+            share = 1 - real / sum(b["input_ids"].numel() for b in packs)
+        else:
+            share = padding_share(batches, lengths)
         rows.append(dict(kind="epoch", batching=name, batch_size=bs, examples=n, pad_share=f"{share:.4f}"))
         print(f"epoch padding share, {name}: {share:.4f}", flush=True)
     jobs = [("sft", arch, None, args.steps[i]) for i, arch in enumerate(args.archs)]
@@ -139,9 +147,9 @@ def bench_batching(examples, vocab, pad, args) -> list[dict]:
     for repeat in range(args.repeats):
         for kind, arch, teacher, steps in jobs:
             start = (repeat * (steps + 1) * bs) % n  # other batches each repeat, the same for both orders
-            pair = [("random", None), ("bucketed", lengths)]
-            for name, order in pair if repeat % 2 == 0 else pair[::-1]:
-                kw = dict(steps=steps, start=start, batch_size=bs, teacher=teacher)
+            kinds = [("random", None), ("bucketed", lengths), ("packed", None)]
+            for name, order in kinds[repeat % 3 :] + kinds[: repeat % 3]:
+                kw = dict(steps=steps, start=start, batch_size=bs, teacher=teacher, packed=name == "packed")
                 r = run_steps(examples, order, arch, vocab, pad, **kw)
                 row = dict(
                     kind=kind, arch=arch, teacher=teacher or "", batching=name, repeat=repeat,
@@ -237,8 +245,8 @@ def median(rows: list[dict], key: str, batching: str) -> float:
     return statistics.median(float(r[key]) for r in rows if r["batching"] == batching)
 
 
-def ratio_lines(rows: list[dict]) -> list[str]:
-    """Per (kind, arch): median and per-repeat ratios bucketed / random of the token rates."""
+def ratio_lines(rows: list[dict], other: str = "bucketed") -> list[str]:
+    """Per (kind, arch): median and per-repeat ratios `other` / random of the token rates."""
     lines = []
     timed = [r for r in rows if r["kind"] != "epoch"]
     for kind, arch, teacher in dict.fromkeys((r["kind"], r["arch"], r["teacher"]) for r in timed):
@@ -247,15 +255,15 @@ def ratio_lines(rows: list[dict]) -> list[str]:
         reps = sorted({r["repeat"] for r in mine})
         cells = []
         for key in ("real_tok_s", "target_tok_s", "all_tok_s"):
-            rs = [by["bucketed", k][key] / by["random", k][key] for k in reps]
+            rs = [by[other, k][key] / by["random", k][key] for k in reps]
             cells.append(f"{statistics.median(rs):.2f}x ({', '.join(f'{x:.2f}' for x in rs)})")
-        names = ("random", "bucketed")
+        names = ("random", other)
         pad = {b: median(mine, "pad_share", b) for b in names}
         med = {b: median(mine, "real_tok_s", b) for b in names}
         what = f"{kind} {arch}" + (f" <- {teacher}" if teacher else "")
         lines.append(
-            f"| {what} | {pad['random']:.1%} | {pad['bucketed']:.1%} | {med['random']:.0f} "
-            f"| {med['bucketed']:.0f} | {' | '.join(cells)} |"
+            f"| {what} | {pad['random']:.1%} | {pad[other]:.1%} | {med['random']:.0f} "
+            f"| {med[other]:.0f} | {' | '.join(cells)} |"
         )
     return lines
 
@@ -320,19 +328,22 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(args.out.parent / f"{args.out.name}-layout.csv", LAYOUT_FIELDS, layout)
     epoch = {r["batching"]: float(r["pad_share"]) for r in rows if r["kind"] == "epoch"}
     md = [
-        f"Random vs bucketed batches on {args.world} ({len(examples)} examples, "
+        f"Random vs bucketed and packed batches on {args.world} ({len(examples)} examples, "
         f"max_length {args.max_length}, batch_size {args.batch_size}), {args.threads} thread(s), "
         f"{args.repeats} repeats, "
         f"{time.perf_counter() - t0:.0f} s in all. Padding share of a whole epoch: random "
-        f"{epoch['random']:.1%}, bucketed {epoch['bucketed']:.1%}.",
-        "",
-        "Ratios are bucketed / random, median (per repeat); tok/s are real (non-pad) tokens per second.",
-        "",
-        "| run | pad random | pad bucketed | tok/s random | tok/s bucketed | real tok/s ratio "
-        "| target tok/s ratio | all tok/s ratio |",
-        "|---|---|---|---|---|---|---|---|",
-        *ratio_lines(rows),
+        f"{epoch['random']:.1%}, bucketed {epoch['bucketed']:.1%}, packed {epoch['packed']:.1%}.",
     ]
+    for other in ("bucketed", "packed"):
+        md += [
+            "",
+            f"Ratios are {other} / random, median (per repeat); tok/s are real (non-pad) tokens per second.",
+            "",
+            f"| run | pad random | pad {other} | tok/s random | tok/s {other} | real tok/s ratio "
+            "| target tok/s ratio | all tok/s ratio |",
+            "|---|---|---|---|---|---|---|---|",
+            *ratio_lines(rows, other),
+        ]
     if layout:
         md += [
             "",

@@ -18,16 +18,18 @@ from atkd.train.config import config_diff, load_config_file
 from atkd.train.data import (
     BUCKET_WINDOW,
     IGNORE_INDEX,
+    Example,
     batch_indices,
     collate,
     encode_record,
     epoch_order,
     load_examples,
     load_text,
+    pack,
     padding_share,
 )
 from atkd.train.optim import lr_lambda
-from atkd.train.step import check_fused_head
+from atkd.train.step import check_fused_head, check_packing
 from atkd.train.teacher_cache import TeacherCache, build_teacher_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -223,6 +225,72 @@ def test_bucketed_batches_give_the_loss_of_each_sequence_alone(world, tok):
         assert stats["tokens"] == sum(lengths[i] for i in idx)
 
 
+@pytest.mark.parametrize(
+    "spec", ["ce", "fkl", {"name": "fkl", "atkd": {"k": 0.5, "lam": 0.2}}, {"name": "tvd", "chunk_size": 7}]
+)
+def test_packed_batches_give_the_loss_and_gradient_of_padded_ones(world, tok, spec):
+    """Packing changes nothing but the layout: a random batch packed into rows gives the loss, token
+    counts and gradient of the same examples right-padded (+ATKD too: its batch-level split sees the
+    same tokens), student and live teacher alike (float64)."""
+    examples = load_examples(world["train"], tok, 512)
+    longest = max(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    idx = [i for i in batch_indices(len(examples), 4, 40, 12) if i != longest][:11] + [longest]
+    part = [examples[i] for i in idx]
+    batch, order = pack(part, tok.pad_token_id)
+    assert sorted(order) == list(range(12)) and batch["input_ids"].shape[0] < 12  # fewer rows
+    assert int(batch["token_mask"].sum()) == sum(len(e.input_ids) for e in part)
+    loss_fn = build_loss(spec)
+    teacher = None
+    if loss_fn.config.needs_teacher:
+        teacher = build_model("neox-48x2", len(tok), seed=1).double().eval()
+    out = {}
+    for name, b in (("padded", collate(part, tok.pad_token_id)), ("packed", batch)):
+        student = build_model("neox-32x2", len(tok), seed=0).double()
+        stats = forward_backward(student, [b], loss_fn, teacher)
+        out[name] = stats, {n: p.grad for n, p in student.named_parameters()}
+    (padded, g_padded), (packed, g_packed) = out["padded"], out["packed"]
+    assert packed["target_tokens"] == padded["target_tokens"] == sum(e.num_targets for e in part)
+    assert packed["tokens"] == padded["tokens"]
+    assert packed["loss"] == pytest.approx(padded["loss"], rel=1e-9)
+    for name, grad in g_padded.items():
+        torch.testing.assert_close(g_packed[name], grad, rtol=1e-7, atol=1e-10, msg=name)
+
+
+def test_packed_examples_do_not_predict_across_their_boundary():
+    """Every packed example keeps its own labels after its first token (plain text included, whose every
+    token is a target) and restarts its positions; padding comes last in a row, at position 0."""
+    texts = [Example(tuple(range(10, 10 + n)), tuple(range(10, 10 + n))) for n in (6, 4, 9, 2, 3)]
+    batch, order = pack(texts, 0, width=9)
+    assert [len(texts[k].input_ids) for k in order] == [9, 6, 3, 4, 2]  # rows: 9 | 6 3 | 4 2 + pad
+    r = list(range(9))
+    assert batch["position_ids"].tolist() == [r, r[:6] + r[:3], r[:4] + r[:2] + [0, 0, 0]]
+    n = IGNORE_INDEX
+    assert batch["labels"].tolist() == [
+        [n, *range(11, 19)],
+        [n, *range(11, 16), n, 11, 12],
+        [n, 11, 12, 13, n, 11, n, n, n],
+    ]
+    assert batch["token_mask"].tolist() == [[1] * 9, [1] * 9, [1] * 6 + [0] * 3]
+    assert batch["input_ids"][2, 6:].tolist() == [0, 0, 0]
+
+
+def test_packing_is_checked_against_each_sequence_alone(tok):
+    """check_packing accepts our models and rejects one whose attention would mix packed examples."""
+    model = build_model("neox-32x2", len(tok), seed=0)
+    check_packing(model)
+
+    class Mixing(torch.nn.Module):  # the model, but blind to the position ids (one causal mask per row)
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, input_ids, position_ids=None, use_cache=None, **kw):
+            return self.inner(input_ids=input_ids, **kw)
+
+    with pytest.raises(ValueError, match="packed examples attend to each other"):
+        check_packing(Mixing(model))
+
+
 def test_teacher_cache_rows_follow_bucketed_indices(world, tok, reference_run, tmp_path):
     """The cache is read per example: a bucketed batch gets each example's own teacher logits."""
     _, teacher = reference_run
@@ -355,6 +423,29 @@ def test_bucketed_run_resumes_exactly_across_epochs(world, tmp_path):
     )
 
 
+def test_packed_kd_run_from_a_cache_trains_the_random_batches_and_resumes(world, reference_run, tmp_path):
+    """A KD run with `batching: packed` reads its teacher's cached rows in packed order: it ends where the
+    same run with random (padded) batches ends, up to float rounding, and resumes exactly."""
+    _, teacher = reference_run
+    cache = build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "c", dtype="float32")
+    kw = dict(teacher_cache=str(cache), loss="fkl", max_length=512, max_steps=5, checkpoint_every=2)
+    packed = train(train_config(world, tmp_path / "packed", batching="packed", **kw))
+    padded = train(train_config(world, tmp_path / "random", batching="random", **kw))
+    a, b = weights(packed), weights(padded)
+    assert not same_weights(a, weights(teacher))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=2e-5, msg=name)
+    cfg = train_config(world, tmp_path / "crash", batching="packed", **kw)
+
+    def crash(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=crash)
+    assert same_weights(a, weights(train(cfg)))
+
+
 def test_runs_saved_before_bucketing_count_as_random():
     old = {"lr": 1e-3}  # a config written before the `batching` field existed
     assert config_diff(old, {"lr": 1e-3, "batching": "bucketed"}) == ["batching"]
@@ -440,7 +531,7 @@ def test_pretraining_on_plain_text(world, tmp_path):
         ({"teacher": "somewhere"}, "uses no teacher"),
         ({"loss": {"name": "nope"}}, "nope"),
         ({"micro_batch_size": 3}, "multiple"),
-        ({"batching": "sorted"}, "batching must be one of random, bucketed, got 'sorted'"),
+        ({"batching": "sorted"}, "batching must be one of random, bucketed, packed, got 'sorted'"),
     ],
 )
 def test_config_errors_name_the_field(world, tmp_path, change, message):

@@ -185,8 +185,8 @@ SCHEMA_ERRORS = [
     (_set("teacher_train", "bf16", "yes"), r"^teacher_train.bf16: expected boolean, got 'yes'$"),
     (_set("methods", {}), r"^methods: must not be empty$"),
     (
-        _set("distill", "batching", "packed"),
-        r"^distill.batching: 'packed' is not allowed; valid: random, bucketed$",
+        _set("distill", "batching", "sorted"),
+        r"^distill.batching: 'sorted' is not allowed; valid: random, bucketed, packed$",
     ),
     (_without("teachers"), r"^config: the key 'teachers' is required$"),
 ]

@@ -76,7 +76,8 @@ class TrainConfig:
     batch_size: int = 32  # examples per optimizer step
     micro_batch_size: int | None = None  # examples per forward pass; default batch_size (no accumulation)
     # bucketed: each step's examples have similar lengths (less padding: docs/bench/batching-*.md);
-    # random: a plain shuffle. Either way every example once per epoch, in an order fixed by the seed.
+    # random: a plain shuffle; packed: a plain shuffle, each step's examples packed side by side in rows
+    # (little padding, the batches of `random`). Every example once per epoch, in an order fixed by the seed.
     batching: str = "bucketed"
     max_length: int = 512  # tokens per sequence (truncated beyond), block size for plain text
     lr: float = 2e-3

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,60 @@ def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tenso
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-BATCHINGS = ("random", "bucketed")
+# Packed rows are this many times as wide as a batch's longest example: on the default world's data
+# (15-77 tokens) rows of the longest leave 18% padding (an example longer than half a row sits alone),
+# rows 1.5x as wide 8%, and 1.5 was the fastest of 1, 1.5, 2 and 3 (docs/bench/batching-*.md).
+PACK_WIDTH = 1.5
+
+
+def pack(
+    examples: list[Example], pad_token_id: int, width: int | None = None
+) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """Pack examples side by side into rows (first-fit, longest first), so a batch carries little padding
+    without changing which examples it holds (random batches stay random). Rows are `width` tokens wide
+    (default `PACK_WIDTH` times the longest example; never narrower than it).
+
+    Each example keeps its own positions (`position_ids` restart at 0) and sees only itself: transformers
+    turns position ids that restart into a block-diagonal causal mask when no `attention_mask` is given
+    (`atkd.train.step.check_packing` verifies that for a model). The first label of every example is
+    -100, so no example is trained to predict from the one before it (an unpacked example's first label
+    is never used either). Padding fills the end of a row at position 0 (each pad token a segment of its
+    own); `token_mask` marks real tokens (not a model input). Returns the batch and the examples' order
+    in it (row by row, left to right): the order of the rows a teacher cache must deliver.
+    """
+    longest = max(len(e.input_ids) for e in examples)
+    width = max(longest, math.ceil(PACK_WIDTH * longest) if width is None else width)
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for k in sorted(range(len(examples)), key=lambda k: -len(examples[k].input_ids)):
+        n = len(examples[k].input_ids)
+        r = next((r for r, room in enumerate(free) if room >= n), None)
+        if r is None:
+            rows.append([])
+            free.append(width)
+            r = len(rows) - 1
+        rows[r].append(k)
+        free[r] -= n
+    shape = (len(rows), width)
+    ids = torch.full(shape, pad_token_id, dtype=torch.long)
+    labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+    positions = torch.zeros(shape, dtype=torch.long)
+    mask = torch.zeros(shape, dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for k in row:
+            e = examples[k]
+            n = len(e.input_ids)
+            ids[r, at : at + n] = torch.tensor(e.input_ids)
+            labels[r, at + 1 : at + n] = torch.tensor(e.labels[1:])
+            positions[r, at : at + n] = torch.arange(n)
+            mask[r, at : at + n] = 1
+            at += n
+    batch = {"input_ids": ids, "position_ids": positions, "labels": labels, "token_mask": mask}
+    return batch, [k for row in rows for k in row]
+
+
+BATCHINGS = ("random", "bucketed", "packed")
 # Batches whose examples are sorted by length together (bucketed batching): on the default world's data
 # (lengths 15-77 tokens) 32 batches leave 2.3% padding, against 37% for random batches (docs/bench).
 BUCKET_WINDOW = 32

@@ -49,7 +49,7 @@ from atkd.models.ladder import count_params
 from atkd.train import teacher_cache
 from atkd.train.checkpoint import finished_run, remove_checkpoints, resume, save_hf, save_resumable
 from atkd.train.config import _LEGACY_DEFAULTS, TrainConfig, load_config_file, weight_affecting
-from atkd.train.data import batch_indices, collate
+from atkd.train.data import batch_indices, collate, pack
 from atkd.train.distributed import Processes
 from atkd.train.metrics import MetricsLog, Window, valid_record
 from atkd.train.optim import make_optimizer, make_scheduler, optimizer_step
@@ -209,9 +209,15 @@ def _gradient(run: Run, step: int) -> dict[str, float]:
         examples = [run.train_set[i] for i in idx]
     micro = []
     for j in range(0, len(examples), run.micro_batch):
-        micro.append(collate(examples[j : j + run.micro_batch], pad))
+        part, rows = examples[j : j + run.micro_batch], idx[j : j + run.micro_batch]
+        if cfg.batching == "packed":  # the same examples, side by side in fewer rows
+            batch, order = pack(part, pad)
+            rows = [rows[k] for k in order]
+        else:
+            batch = collate(part, pad)
         if run.cache is not None and not sampled:
-            micro[-1]["teacher_logits"] = run.cache.aligned(idx[j : j + run.micro_batch], micro[-1])
+            batch["teacher_logits"] = run.cache.aligned(rows, batch)
+        micro.append(batch)
     # every process divides by the step's GLOBAL target count; summing the gradients over the
     # processes then gives exactly the gradient of the whole global batch
     n_targets = int(procs.sum(sum(count_targets(b) for b in micro), run.device))

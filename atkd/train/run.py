@@ -21,7 +21,7 @@ from atkd.train.data import Example, load_examples
 from atkd.train.distributed import Processes, shard
 from atkd.train.models import load_student, load_teacher
 from atkd.train.sampling import SamplingConfig, check_aligned, parse_sampling
-from atkd.train.step import check_fused_head
+from atkd.train.step import check_fused_head, check_packing
 from atkd.train.teacher_cache import TeacherCache
 
 
@@ -70,6 +70,9 @@ def setup_run(cfg: TrainConfig, procs: Processes) -> Run:
     if cfg.fused_head:
         for m in models:
             check_fused_head(m, device)
+    if cfg.batching == "packed":
+        for m in models:
+            check_packing(m, device)
     sampling = parse_sampling(cfg.sampling)
     sharded = cfg.shard and procs.size > 1
     if sharded:
@@ -136,7 +139,7 @@ def _bucket_lengths(
     """Sequence lengths that bucketed batching groups by (None: random batches): those of the teacher's
     file when every step reads it (SeqKD), else the ground truth's (on-policy answers are not known in
     advance; their prompts are the ground truth's)."""
-    if cfg.batching == "random":
+    if cfg.batching != "bucketed":  # random and packed batches are a plain shuffle
         return None
     source = teacher_set if teacher_set is not None and sampling.lam == 1 else train_set
     return tuple(len(e.input_ids) for e in source)

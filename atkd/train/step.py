@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from atkd.losses import build_loss, fused_linear_kd_loss
-from atkd.train.data import IGNORE_INDEX, Example, collate
+from atkd.train.data import IGNORE_INDEX, Example, collate, pack
 
 _CE = build_loss("ce")
 _Batch = dict[str, torch.Tensor]
@@ -28,6 +28,19 @@ _Batch = dict[str, torch.Tensor]
 def count_targets(batch: Mapping[str, torch.Tensor]) -> int:
     """Valid target tokens of a collated batch after the shift."""
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """What the model is called with: ids and attention mask, or for a packed batch (`data.pack`) ids and
+    restarting position ids, with no mask and no cache (so transformers masks block-diagonally)."""
+    if "position_ids" in batch:
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def real_tokens(batch: Mapping[str, torch.Tensor]) -> int:
+    """Non-padding tokens of a collated or packed batch."""
+    return int(batch["attention_mask" if "attention_mask" in batch else "token_mask"].sum())
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -44,12 +57,12 @@ class _LogitsHead:
 
     @staticmethod
     def student(model: torch.nn.Module, batch: _Batch) -> tuple[torch.Tensor, int]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**model_inputs(batch)).logits
         return logits[:, :-1], logits.shape[-1]
 
     @staticmethod
     def teacher(teacher: torch.nn.Module, batch: _Batch, width: int) -> dict[str, Any]:
-        logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = teacher(**model_inputs(batch)).logits
         return {"teacher_logits": _student_width(logits[:, :-1], width)}
 
     @staticmethod
@@ -140,7 +153,7 @@ def forward_backward(
         if monitor_ce:  # also the student's CE on the targets (cheap, no grad)
             with torch.no_grad():
                 total_ce += float(_CE(student.detach(), None, labels, num_tokens=num_targets))
-        tokens += int(batch["attention_mask"].sum())
+        tokens += real_tokens(batch)
     out = {"loss": total_loss, "tokens": tokens, "target_tokens": num_targets}
     if monitor_ce:
         out["ce"] = total_ce
@@ -175,7 +188,7 @@ def _student_width(t_logits: torch.Tensor, width: int) -> torch.Tensor:
 
 def _hidden_and_head(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
     """Final hidden states (aligned with the labels: positions :-1) and the output embedding module."""
-    out = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    out = model.base_model(**model_inputs(batch))
     return out.last_hidden_state[:, :-1], model.get_output_embeddings()
 
 
@@ -195,6 +208,33 @@ def check_fused_head(model: torch.nn.Module, device: torch.device | str = "cpu")
         raise ValueError(
             f"fused_head: {type(model).__name__}'s logits are not its output embedding of the final hidden "
             "states (logit scaling or soft-capping?); train it with fused_head: false"
+        )
+
+
+def check_packing(model: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+    """Raise unless the model keeps packed examples apart (`data.pack`): the logits of two sequences
+    packed in one row must equal those of each run alone (an architecture whose attention ignores
+    restarting position ids would let them see each other)."""
+    vocab = model.config.vocab_size
+    seqs = [Example(tuple((7 * i + 3) % vocab for i in range(n)), (IGNORE_INDEX,) * n) for n in (6, 4, 2)]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        batch, order = pack(seqs, 0, width=6)  # rows: [6], [4, 2]
+        packed = model(**model_inputs({k: v.to(device) for k, v in batch.items()})).logits
+        ok, row, at = batch["input_ids"].shape[0] == 2, 0, 0
+        for k in order:
+            n = len(seqs[k].input_ids)
+            if at + n > packed.shape[1]:
+                row, at = row + 1, 0
+            alone = model(input_ids=torch.tensor([seqs[k].input_ids], device=device)).logits[0]
+            ok = ok and torch.allclose(packed[row, at : at + n].float(), alone.float(), rtol=1e-4, atol=1e-4)
+            at += n
+    model.train(was_training)
+    if not ok:
+        raise ValueError(
+            f"batching: packed: {type(model).__name__} lets packed examples attend to each other (its "
+            "attention does not follow restarting position ids); use batching: random or bucketed"
         )
 
 

@@ -40,3 +40,31 @@ def job_counts(out: subprocess.CompletedProcess) -> dict[str, int]:
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def subset_config(cfg: dict, methods: list[str]) -> dict:
+    """The same study restricted to `methods` (and without the analyses and budget sweep that name the
+    others): the runs it keeps are configured exactly as in `cfg`, so they must score exactly the same."""
+    out = {k: v for k, v in cfg.items() if k not in ("analyses", "budget_sweep")}
+    out["methods"] = {name: spec for name, spec in cfg["methods"].items() if name in methods}
+    missing = set(methods) - set(out["methods"])
+    if missing:
+        raise KeyError(f"not methods of the config: {sorted(missing)}")
+    return out
+
+
+def assert_same_scores(full: Path, subset: Path, methods: list[str]) -> None:
+    """Every row of the `subset` run's metrics.csv equals (to the bit) the row of the `full` run, and the
+    subset scored every run of the full one whose method it kept (plus the teachers)."""
+    import pandas as pd
+
+    a = pd.read_csv(full, keep_default_na=False)
+    b = pd.read_csv(subset, keep_default_na=False)
+    key = ["run", "task", "metric"] + [c for c in ("sample_seed",) if c in a.columns]
+    kept = a[a["method"].isin(methods) | (a["method"] == "teacher")] if "method" in a.columns else a
+    both = kept.merge(b, on=key, suffixes=("_full", "_subset"), how="outer", indicator=True)
+    assert (both["_merge"] == "both").all(), both[both["_merge"] != "both"][key].head()
+    assert len(b) == len(both) and len(b) > 0
+    pd.testing.assert_series_equal(
+        both["value_full"], both["value_subset"], check_names=False, rtol=0, atol=0
+    )
