@@ -6,6 +6,9 @@
     value = fused_linear_kd_loss(spec, hidden, head.weight, labels, teacher_hidden=th, teacher_weight=tw)
                                                                   # the same, no [tokens x vocab] tensor
 
+    value = loss(student_logits, sparse_from_logits(teacher_logits, labels, k=64), labels)
+                                                                  # a top-K teacher (a sparse cache)
+
 New divergences register with `register_divergence` and get +ATKD, chunking and masking for free.
 """
 
@@ -21,6 +24,7 @@ from atkd.losses.core import (
 )
 from atkd.losses.divergences import DIVERGENCES, register_divergence
 from atkd.losses.fused import fused_linear_kd_loss
+from atkd.losses.sparse import SparseTeacher, sparse_from_logits
 
 __all__ = [
     "DIVERGENCES",
@@ -28,10 +32,12 @@ __all__ = [
     "AtkdConfig",
     "KDLoss",
     "LossConfig",
+    "SparseTeacher",
     "build_loss",
     "fused_linear_kd_loss",
     "parse_spec",
     "register_divergence",
+    "sparse_from_logits",
     "token_parts",
     "valid_names",
 ]

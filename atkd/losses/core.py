@@ -38,7 +38,7 @@ the calls are combined weighted by their token counts.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from atkd.losses.divergences import DIVERGENCES, NEG, Divergence
+from atkd.losses.sparse import SparseTeacher, collapse, event_targets, sparse_log_uncertainty
 
 IGNORE_INDEX = -100
 # Elements of one [chunk x vocab] float32 temporary when chunk_size is automatic (16 MiB).
@@ -413,6 +414,33 @@ def chunk_loss_and_grad(
     return loss, g
 
 
+def sparse_chunk_loss_and_grad(
+    cfg: LossConfig, s: Tensor, t: SparseTeacher, y: Tensor, w: _Weights, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """`chunk_loss_and_grad` against a sparse teacher's rows `t`: the loss on the K + 2 events of
+    `sparse.collapse`, its gradient carried back to every student logit through the collapse."""
+    events = event_targets(t)
+    if not need_grad:
+        with torch.no_grad():
+            s_ev, t_ev = collapse(s, t, y)
+        return chunk_loss_and_grad(cfg, s_ev, t_ev, events, w, False)
+    s = s.detach().requires_grad_(True)
+    with torch.enable_grad():
+        s_ev, t_ev = collapse(s, t, y)
+    loss, g_ev = chunk_loss_and_grad(cfg, s_ev.detach(), t_ev.detach(), events, w, True)
+    (g,) = torch.autograd.grad(s_ev, s, g_ev)
+    return loss, g
+
+
+def teacher_chunk(
+    cfg: LossConfig, s: Tensor, t: Tensor | SparseTeacher | None, y: Tensor, w: _Weights, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """One chunk's loss and gradient against dense teacher logits, a sparse teacher's rows, or none."""
+    if isinstance(t, SparseTeacher):
+        return sparse_chunk_loss_and_grad(cfg, s, t, y, w, need_grad)
+    return chunk_loss_and_grad(cfg, s, t, y, w, need_grad)
+
+
 class _FusedKD(torch.autograd.Function):
     """Loss and d loss / d student logits in one chunked pass; backward only scales the gradient."""
 
@@ -426,8 +454,11 @@ class _FusedKD(torch.autograd.Function):
         for lo, hi in chunk_bounds(idx.numel(), s_flat.shape[-1], cfg.chunk_size):
             rows = idx[lo:hi]
             s_c = s_flat.index_select(0, rows).to(cdtype) * inv_t
-            t_c = None if t_flat is None else t_flat.index_select(0, rows).to(cdtype) * inv_t
-            loss, g = chunk_loss_and_grad(cfg, s_c, t_c, y[lo:hi], weights.rows(lo, hi), want_grad)
+            if isinstance(t_flat, SparseTeacher):  # temperature 1 (checked)
+                t_c: Tensor | SparseTeacher | None = t_flat.rows(rows)
+            else:
+                t_c = None if t_flat is None else t_flat.index_select(0, rows).to(cdtype) * inv_t
+            loss, g = teacher_chunk(cfg, s_c, t_c, y[lo:hi], weights.rows(lo, hi), want_grad)
             if want_grad:
                 grad.index_copy_(0, rows, (g * inv_t).to(grad.dtype))
             total += loss.detach().to(torch.float64)
@@ -479,8 +510,12 @@ def _flatten(
     return s_flat, t_flat, idx, y, seq_ids
 
 
-def teacher_log_uncertainty(cfg: LossConfig, t_flat: Tensor, idx: Tensor, y: Tensor) -> Tensor:
+def teacher_log_uncertainty(
+    cfg: LossConfig, t_flat: Tensor | SparseTeacher, idx: Tensor, y: Tensor
+) -> Tensor:
     """log UnC of the teacher for each valid token (float64 [n]), chunked and gradient-free."""
+    if isinstance(t_flat, SparseTeacher):  # exact: the stored log p_g
+        return sparse_log_uncertainty(t_flat.target.index_select(0, idx))
     out = torch.empty(idx.numel(), dtype=torch.float64, device=t_flat.device)
     with torch.no_grad():
         for lo, hi in chunk_bounds(idx.numel(), t_flat.shape[-1], cfg.chunk_size):
@@ -506,15 +541,20 @@ class KDLoss:
     def __call__(
         self,
         student_logits: Tensor,
-        teacher_logits: Tensor | None,
+        teacher_logits: Tensor | SparseTeacher | None,
         labels: Tensor,
         num_tokens: int | float | Tensor | None = None,
     ) -> Tensor:
         cfg = self.config
         if cfg.needs_teacher and teacher_logits is None:
             raise ValueError(f"loss {cfg.name!r} needs teacher logits")
-        teacher = teacher_logits.detach() if (cfg.needs_teacher and teacher_logits is not None) else None
+        sparse = teacher_logits if isinstance(teacher_logits, SparseTeacher) and cfg.needs_teacher else None
+        teacher = None
+        if cfg.needs_teacher and sparse is None and teacher_logits is not None:
+            teacher = teacher_logits.detach()
         s_flat, t_flat, idx, y, seq_ids = _flatten(student_logits, teacher, labels, cfg.ignore_index)
+        if sparse is not None:
+            t_flat = check_sparse(cfg, sparse, labels.shape, s_flat.shape[-1])
         n = idx.numel()
         norm = float(num_tokens) if num_tokens is not None else float(n)
         if n == 0 or norm <= 0:
@@ -525,6 +565,17 @@ class KDLoss:
             log_unc = teacher_log_uncertainty(cfg, t_flat, idx, y)
         weights = _weights(cfg, log_unc, seq_ids, norm)
         return _FusedKD.apply(s_flat, t_flat, idx, y, weights, cfg)
+
+
+def check_sparse(cfg: LossConfig, t: SparseTeacher, labels_shape: Sequence[int], vocab: int) -> SparseTeacher:
+    """A sparse teacher's flat, detached view after checking it against the labels and the loss."""
+    t.check(labels_shape, vocab)
+    if cfg.temperature != 1.0:
+        raise ValueError(
+            f"a sparse teacher holds log-probabilities at temperature 1; loss {cfg.name!r} has temperature "
+            f"{cfg.temperature} (use a dense cache or a live teacher)"
+        )
+    return t.detach().flat()
 
 
 def build_loss(spec: str | Mapping[str, Any] | LossConfig) -> KDLoss:

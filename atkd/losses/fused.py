@@ -27,11 +27,13 @@ from atkd.losses.core import (
     LossConfig,
     _compute_dtype,
     _weights,
+    check_sparse,
     chunk_bounds,
-    chunk_loss_and_grad,
     log_uncertainty,
     parse_spec,
+    teacher_chunk,
 )
+from atkd.losses.sparse import SparseTeacher, sparse_log_uncertainty
 
 FUSED_CHUNK_ELEMENTS = 1 << 24  # [chunk x vocab] float32 elements per chunk when chunk_size is automatic
 
@@ -46,12 +48,22 @@ def _logits(h: Tensor, w: Tensor, b: Tensor | None, dtype: torch.dtype) -> Tenso
 
 
 class _Teacher:
-    """Teacher logits for a set of rows: from full logits, or computed from hidden states and a head."""
+    """Teacher logits for a set of rows: from full logits, or computed from hidden states and a head; or a
+    sparse teacher's rows."""
 
-    def __init__(self, logits: Tensor | None, hidden: Tensor | None, w: Tensor | None, b: Tensor | None):
-        self.logits, self.hidden, self.w, self.b = logits, hidden, w, b
+    def __init__(
+        self,
+        logits: Tensor | None,
+        hidden: Tensor | None,
+        w: Tensor | None,
+        b: Tensor | None,
+        sparse: SparseTeacher | None = None,
+    ):
+        self.logits, self.hidden, self.w, self.b, self.sparse = logits, hidden, w, b, sparse
 
-    def rows(self, rows: Tensor, dtype: torch.dtype) -> Tensor | None:
+    def rows(self, rows: Tensor, dtype: torch.dtype) -> Tensor | SparseTeacher | None:
+        if self.sparse is not None:
+            return self.sparse.rows(rows)
         if self.logits is not None:
             return self.logits.index_select(0, rows).to(dtype)
         if self.hidden is not None:
@@ -77,8 +89,9 @@ class _FusedLinear(torch.autograd.Function):
             h_c = h.detach().index_select(0, rows).to(cdtype)
             s_c = _logits(h_c, w_cd, b_cd, cdtype) * inv_t
             t_c = teacher.rows(rows, cdtype)
-            t_c = None if t_c is None else t_c * inv_t
-            loss, g = chunk_loss_and_grad(cfg, s_c, t_c, y[lo:hi], weights.rows(lo, hi), need_grad)
+            if isinstance(t_c, Tensor):
+                t_c = t_c * inv_t
+            loss, g = teacher_chunk(cfg, s_c, t_c, y[lo:hi], weights.rows(lo, hi), need_grad)
             total += loss.detach().to(torch.float64)
             if g is None:
                 continue
@@ -110,7 +123,7 @@ def fused_linear_kd_loss(
     labels: Tensor,
     *,
     bias: Tensor | None = None,
-    teacher_logits: Tensor | None = None,
+    teacher_logits: Tensor | SparseTeacher | None = None,
     teacher_hidden: Tensor | None = None,
     teacher_weight: Tensor | None = None,
     teacher_bias: Tensor | None = None,
@@ -118,7 +131,8 @@ def fused_linear_kd_loss(
 ) -> Tensor:
     """`build_loss(spec)(hidden @ weight.T + bias, teacher logits, labels)` without a `[tokens x vocab]`
     tensor. The teacher is given as full logits or, to bound its memory too, as its hidden states and
-    head (`teacher_hidden` `[..., d_t]`, `teacher_weight` `[V, d_t]`). The teacher gets no gradient."""
+    head (`teacher_hidden` `[..., d_t]`, `teacher_weight` `[V, d_t]`), or as a `SparseTeacher` (its top K,
+    `teacher_logits=`). The teacher gets no gradient."""
     cfg = spec.config if isinstance(spec, KDLoss) else parse_spec(spec)
     if hidden.shape[:-1] != labels.shape:
         raise ValueError(
@@ -138,6 +152,10 @@ def fused_linear_kd_loss(
             teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1]),
             teacher_weight.detach(),
             None if teacher_bias is None else teacher_bias.detach(),
+        )
+    elif isinstance(teacher_logits, SparseTeacher):
+        teacher = _Teacher(
+            None, None, None, None, sparse=check_sparse(cfg, teacher_logits, labels.shape, vocab)
         )
     elif teacher_logits is not None:
         if tuple(teacher_logits.shape) != (*labels.shape, vocab):
@@ -165,7 +183,11 @@ def fused_linear_kd_loss(
     if n == 0 or norm <= 0:
         return hidden.sum() * 0.0 + weight.sum() * 0.0
     log_unc = None
-    if cfg.atkd is not None:  # the split ranks every valid token of the call: one gradient-free teacher pass
+    if cfg.atkd is not None and teacher.sparse is not None:  # exact: the stored log p_g
+        log_unc = sparse_log_uncertainty(teacher.sparse.target.index_select(0, idx))
+    elif (
+        cfg.atkd is not None
+    ):  # the split ranks every valid token of the call: one gradient-free teacher pass
         log_unc = torch.empty(n, dtype=torch.float64, device=hidden.device)
         cdtype = _compute_dtype(hidden.dtype)
         with torch.no_grad():
