@@ -11,7 +11,7 @@ from helpers.tiny_world import records, train_config
 from safetensors.torch import load_file
 
 from atkd.data.template import format_prompt
-from atkd.losses import build_loss
+from atkd.losses import build_loss, sparse_from_logits
 from atkd.models import build_model, load_model, load_tokenizer, save_model
 from atkd.train import TrainConfig, forward_backward, train
 from atkd.train.config import config_diff, load_config_file
@@ -29,8 +29,8 @@ from atkd.train.data import (
     padding_share,
 )
 from atkd.train.optim import lr_lambda
-from atkd.train.step import check_fused_head, check_packing
-from atkd.train.teacher_cache import TeacherCache, build_teacher_cache
+from atkd.train.step import check_fused_head, check_packing, model_inputs
+from atkd.train.teacher_cache import TeacherCache, build_teacher_cache, cache_bytes_per_row
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -310,6 +310,68 @@ def test_teacher_cache_rows_follow_bucketed_indices(world, tok, reference_run, t
         assert (aligned[r, n - 1 :] == 0).all()
 
 
+def test_sparse_cache_holds_the_teachers_top_k_in_batch_order(world, tok, reference_run, tmp_path):
+    """A sparse cache (`topk`) gives, for a packed batch, each example's own top-K rows: those of the
+    live teacher's distributions (16-bit log-probabilities; target and tail in float32)."""
+    _, teacher = reference_run
+    cache_dir = build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "c", topk=8)
+    cache = TeacherCache(cache_dir)
+    assert cache.sparse and cache_bytes_per_row(cache.meta) == 8 * 4 + 8
+    assert cache.arrays["indices"].dtype == np.uint16 and cache.arrays["logp"].dtype == np.float16
+    examples = load_examples(world["train"], tok, 512)
+    idx = batch_indices(len(examples), 3, 24, 8)
+    batch, order = pack([examples[i] for i in idx], tok.pad_token_id)
+    got = cache.aligned([idx[k] for k in order], batch)
+    model = load_model(teacher)
+    with torch.no_grad():
+        logits = model(**model_inputs(batch)).logits[:, :-1]  # no KV cache, so packing masks
+    mask = batch["labels"][:, 1:] != IGNORE_INDEX
+    want = sparse_from_logits(logits[mask], batch["labels"][:, 1:][mask], 8)
+    live = torch.log_softmax(logits[mask].double(), -1)
+    # the cached tokens are a top 8 of the live distribution (near-ties may swap) with its log-probabilities
+    torch.testing.assert_close(
+        got.logp[mask].double(), live.gather(-1, got.indices[mask]), rtol=1e-3, atol=2e-3
+    )
+    assert (got.logp[mask].min(-1).values >= live.topk(9).values[:, -1] - 4e-3).all()  # 16-bit rounding
+    torch.testing.assert_close(got.target[mask], want.target, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.tail[mask], want.tail, rtol=1e-5, atol=1e-5)
+
+
+def test_kd_runs_from_a_sparse_cache_and_resume_exactly(world, reference_run, tmp_path):
+    """KD + ATKD from a top-K cache trains and resumes exactly; with K = V - 1 (nothing in the tail) its
+    losses are the dense cache's, up to the cache's 16-bit rounding."""
+    _, teacher = reference_run
+    vocab = TeacherCache(
+        build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "d", dtype="float32")
+    ).meta["vocab_size"]
+    full = build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "s", topk=vocab - 1)
+    loss = {"name": "fkl", "atkd": {"k": 0.5, "lam": 0.2}}
+    kw = dict(loss=loss, max_length=512, max_steps=4, checkpoint_every=2, batching="packed")
+    dense = train(train_config(world, tmp_path / "dense", teacher_cache=str(tmp_path / "d"), **kw))
+    sparse = train(train_config(world, tmp_path / "sparse", teacher_cache=str(full), **kw))
+    a = weights(dense)
+
+    def losses(run):  # per-step training losses (weights would differ more: Adam scales up tiny gradients)
+        lines = [json.loads(ln) for ln in (run.parent / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in lines if "loss" in r]
+
+    assert losses(sparse) == pytest.approx(losses(dense), rel=1e-3, abs=1e-5)
+    small = build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "k4", topk=4)
+    cfg = train_config(world, tmp_path / "crash", teacher_cache=str(small), **kw)
+
+    def crash(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=crash)
+    resumed = weights(train(cfg))
+    assert same_weights(
+        resumed, weights(train(train_config(world, tmp_path / "k4run", teacher_cache=str(small), **kw)))
+    )
+    assert not same_weights(resumed, a)
+
+
 def test_kd_step_with_teacher_decreases_loss(tok):
     batch = collate([encode_record(r, tok, 512) for r in records(8, seed=3)], tok.pad_token_id)
     student = build_model("neox-32x2", len(tok), seed=0)
@@ -502,7 +564,7 @@ def test_teacher_cache_matches_online_teacher(world, reference_run, tmp_path):
     torch.testing.assert_close(aligned[mask], online[:, :-1][mask], rtol=1e-5, atol=1e-5)
     assert (aligned[~mask] == 0).all()
     half = TeacherCache(tmp_path / "c16")
-    assert half.logits.dtype == np.float16 and half.meta["max_length"] == 40
+    assert half.arrays["logits"].dtype == np.float16 and half.meta["max_length"] == 40
     train(train_config(world, tmp_path / "cached", teacher_cache=str(tmp_path / "c32"), **common))
     summary = json.loads((tmp_path / "cached" / "train_summary.json").read_text())
     assert summary["teacher"] == str(teacher) and summary["train_ce"] is not None

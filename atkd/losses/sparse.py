@@ -84,6 +84,9 @@ class SparseTeacher:
     def detach(self) -> SparseTeacher:
         return SparseTeacher(*(getattr(self, name).detach() for name in FIELDS))
 
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> SparseTeacher:
+        return SparseTeacher(*(getattr(self, name).to(device, non_blocking=non_blocking) for name in FIELDS))
+
 
 def sparse_from_logits(
     logits: Tensor,

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from atkd.losses import build_loss, fused_linear_kd_loss
+from atkd.losses import SparseTeacher, build_loss, fused_linear_kd_loss
 from atkd.train.data import IGNORE_INDEX, Example, collate, pack
 
 _CE = build_loss("ce")
@@ -173,10 +173,14 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
-def _student_width(t_logits: torch.Tensor, width: int) -> torch.Tensor:
+def _student_width(t_logits: torch.Tensor | SparseTeacher, width: int) -> torch.Tensor | SparseTeacher:
     """Teacher logits cut to the student's output width. Checked when the teacher is loaded: a wider
     teacher differs only by padding rows beyond the shared tokenizer (Pythia-6.9B's 50432 vs 50304), never
-    real tokens."""
+    real tokens. A sparse teacher's tokens must all lie within the student's width."""
+    if isinstance(t_logits, SparseTeacher):
+        if t_logits.indices.numel() and int(t_logits.indices.max()) >= width:
+            raise ValueError(f"the sparse teacher keeps tokens beyond the student's vocabulary ({width})")
+        return t_logits
     if t_logits.shape[-1] == width:
         return t_logits
     if t_logits.shape[-1] < width:

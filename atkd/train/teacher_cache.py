@@ -7,7 +7,13 @@ target positions only (response + EOS: about a quarter of the tokens), in exampl
 
     logits.npy   [rows, V]  float16 (default) or float32
     offsets.npy  [examples + 1] int64: rows of example i are offsets[i]:offsets[i+1]
-    meta.json    what it was built from (teacher, data hash, tokenizer hash, max_length, dtype)
+    meta.json    what it was built from (teacher, data hash, tokenizer hash, max_length, dtype, format)
+
+A sparse cache (`topk=K`, meta format "sparse") keeps each row's top K instead of the V logits
+(atkd.losses.sparse: UnC, TKD and the +ATKD split stay exact), 4K + 8 bytes per row:
+
+    indices.npy  [rows, K]  uint16 (int32 beyond 65536 tokens)   logp.npy  [rows, K]  float16
+    target.npy   [rows]     float32 log p of the row's target    tail.npy  [rows]     float32 log tail mass
 
 Loading checks the metadata against the run (same data file content, tokenizer and max_length) so a
 stale cache fails loudly. float16 rounds each logit to ~3 significant digits (|error| < 0.01 for
@@ -29,6 +35,7 @@ import transformers
 from transformers import PreTrainedTokenizerBase
 
 from atkd.fsutil import atomic_dir
+from atkd.losses.sparse import SparseTeacher, sparse_from_logits
 from atkd.models.ladder import load_model
 from atkd.models.tokenizer import load_tokenizer
 from atkd.train.data import IGNORE_INDEX, Example, collate, load_examples
@@ -65,10 +72,14 @@ def build_teacher_cache(
     batch_size: int = 64,
     dtype: str = "float16",
     device: str = "auto",
+    topk: int | None = None,
 ) -> Path:
-    """Run `teacher` over every example of `train_data` and save its target-position logits to `out_dir`."""
+    """Run `teacher` over every example of `train_data` and save its target-position logits to `out_dir`
+    (all of them, or with `topk` the sparse top-K form)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
+        raise ValueError(f"topk must be a positive integer, got {topk!r}")
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
@@ -79,20 +90,29 @@ def build_teacher_cache(
     offsets = np.zeros(len(examples) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     vocab = model.config.vocab_size
+    if topk is not None and not topk < vocab:
+        raise ValueError(f"topk {topk} must be below the teacher's vocabulary ({vocab})")
+    rows_total = int(offsets[-1])
     with atomic_dir(out_dir) as tmp:
-        logits = np.lib.format.open_memmap(
-            tmp / "logits.npy", mode="w+", dtype=DTYPES[dtype], shape=(int(offsets[-1]), vocab)
-        )
+        arrays = _open_arrays(tmp, rows_total, vocab, dtype, topk)
         for lo in range(0, len(examples), batch_size):
             batch = {
                 k: v.to(dev) for k, v in collate(examples[lo : lo + batch_size], tok.pad_token_id).items()
             }
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            rows = out[:, :-1][_target_mask(batch)].float().cpu().numpy()
-            logits[offsets[lo] : offsets[lo] + len(rows)] = rows
-        logits.flush()
-        del logits
+            mask = _target_mask(batch)
+            rows = out[:, :-1][mask].float()
+            at = slice(int(offsets[lo]), int(offsets[lo]) + len(rows))
+            if topk is None:
+                arrays["logits"][at] = rows.cpu().numpy()
+            else:
+                sparse = sparse_from_logits(rows, batch["labels"][:, 1:][mask], topk)
+                for name in SPARSE_FIELDS:
+                    arrays[name][at] = getattr(sparse, name).cpu().numpy()
+        for array in arrays.values():
+            array.flush()
+        del arrays
         np.save(tmp / "offsets.npy", offsets)
         meta = {
             "teacher": str(teacher),
@@ -104,12 +124,44 @@ def build_teacher_cache(
             "rows": int(offsets[-1]),
             "vocab_size": vocab,
             "dtype": dtype,
+            "format": "dense" if topk is None else "sparse",
+            "topk": topk,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     log.info(
-        "teacher cache %s: %d examples, %d rows x %d (%s)", out_dir, len(examples), offsets[-1], vocab, dtype
-    )
+        "teacher cache %s: %d examples, %d rows x %s", out_dir, len(examples), rows_total,
+        f"{vocab} ({dtype})" if topk is None else f"top {topk} of {vocab}",
+    )  # fmt: skip
     return Path(out_dir)
+
+
+SPARSE_FIELDS = ("indices", "logp", "target", "tail")
+
+
+def _open_arrays(folder: Path, rows: int, vocab: int, dtype: str, topk: int | None) -> dict[str, np.memmap]:
+    """The cache's arrays, memory-mapped for writing: the logits, or the sparse fields."""
+    if topk is None:
+        shapes = {"logits": ((rows, vocab), DTYPES[dtype])}
+    else:
+        index = np.uint16 if vocab <= 1 << 16 else np.int32
+        shapes = {
+            "indices": ((rows, topk), index),
+            "logp": ((rows, topk), np.float16),
+            "target": ((rows,), np.float32),
+            "tail": ((rows,), np.float32),
+        }
+    return {
+        name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dt, shape=shape)
+        for name, (shape, dt) in shapes.items()
+    }
+
+
+def cache_bytes_per_row(meta: dict) -> int:
+    """Bytes one target position takes in a cache (dense: V logits; sparse: 4K + 8 with 16-bit indices)."""
+    if meta.get("format", "dense") == "dense":
+        return int(meta["vocab_size"]) * np.dtype(DTYPES[meta["dtype"]]).itemsize
+    index = 2 if int(meta["vocab_size"]) <= 1 << 16 else 4
+    return int(meta["topk"]) * (index + 2) + 8
 
 
 class TeacherCache:
@@ -121,7 +173,9 @@ class TeacherCache:
         if not meta_file.is_file():
             raise FileNotFoundError(f"{self.path}: not a teacher cache (no meta.json)")
         self.meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        self.logits = np.load(self.path / "logits.npy", mmap_mode="r")
+        self.sparse = self.meta.get("format", "dense") == "sparse"  # caches before `format` were dense
+        names = SPARSE_FIELDS if self.sparse else ("logits",)
+        self.arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in names}
         self.offsets = np.load(self.path / "offsets.npy")
 
     def check(
@@ -145,13 +199,18 @@ class TeacherCache:
         if problems:
             raise ValueError(f"teacher cache {self.path} does not match this run: " + "; ".join(problems))
 
-    def aligned(self, indices: list[int], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Teacher logits [B, T-1, V] (float32) aligned with `batch`'s shifted labels; zeros off-target."""
+    def aligned(self, indices: list[int], batch: dict[str, torch.Tensor]) -> torch.Tensor | SparseTeacher:
+        """The teacher at `batch`'s shifted labels, examples `indices` in the batch's row-major order: logits
+        [B, T-1, V] (float32, zeros off-target), or a sparse cache's `SparseTeacher` fields [B, T-1, ...]."""
         mask = _target_mask(batch)
-        out = torch.zeros(*mask.shape, self.logits.shape[1], dtype=torch.float32)
-        rows = np.concatenate([self.logits[self.offsets[i] : self.offsets[i + 1]] for i in indices])
-        out[mask] = torch.from_numpy(rows.astype(np.float32))
-        return out
+        out = {}
+        for name, array in self.arrays.items():
+            rows = np.concatenate([array[self.offsets[i] : self.offsets[i + 1]] for i in indices])
+            rows = torch.from_numpy(rows.astype(np.int64 if name == "indices" else np.float32))
+            full = torch.zeros(*mask.shape, *rows.shape[1:], dtype=rows.dtype)
+            full[mask] = rows
+            out[name] = full
+        return SparseTeacher(**out) if self.sparse else out["logits"]
 
 
 def _cmd_teacher_cache(args: argparse.Namespace) -> int:
@@ -169,6 +228,7 @@ def _cmd_teacher_cache(args: argparse.Namespace) -> int:
             args.batch_size,
             args.dtype,
             args.device,
+            args.topk,
         )
     )
     return 0
@@ -188,4 +248,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=list(DTYPES), default="float16", help="storage dtype of the logits")
     p.add_argument("--device", default="auto", help="auto (a GPU where visible), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--topk", type=int, help="keep each position's top K tokens (a sparse cache), not all logits"
+    )
     p.set_defaults(func=_cmd_teacher_cache)

@@ -136,6 +136,13 @@ def cache_enabled():
     return config.get("teacher_cache", {}).get("enabled", True)
 
 
+def cache_flags(wildcards):
+    """`atkd teacher-cache` options from `teacher_cache:` (storage dtype; top K for a sparse cache)."""
+    opts = config.get("teacher_cache", {})
+    topk = opts.get("topk")
+    return f"--dtype {opts.get('dtype', 'float16')}" + (f" --topk {topk}" if topk else "")
+
+
 def distill_plan(method, teacher, atkd):
     """What a distillation run reads: `atkd train` fields and the files they name (its rule's inputs).
 

@@ -114,7 +114,7 @@ rule teacher_cache:
         data=lambda w: f"{GENERATED_DIR}/{w.key}/train.jsonl" if w.data == "gen" else f"{WORLD}/train.jsonl",
         out=parent("output"),
         max_length=config["distill"].get("max_length", 512),
-        dtype=config.get("teacher_cache", {}).get("dtype", "float16"),
+        options=cache_flags,
     log:
         f"{LOGS}/teacher_cache/{{key}}/{{data}}.log",
     benchmark:
@@ -124,7 +124,7 @@ rule teacher_cache:
         **resources_for("teacher_cache"),
     shell:
         "atkd teacher-cache --teacher {params.teacher} --train-data {params.data}"
-        " --out {params.out} --max-length {params.max_length} --dtype {params.dtype}"
+        " --out {params.out} --max-length {params.max_length} {params.options}"
         " --threads {threads} > {log} 2>&1"
 
 
