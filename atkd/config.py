@@ -19,6 +19,8 @@ from atkd.data.suites import SUITE_NAMES as SUITES
 from atkd.eval.benchmarks import check_benchmarks
 from atkd.eval.instruct_sets import check_instruct_sets
 from atkd.losses import parse_spec
+from atkd.models.gguf import check as check_gguf
+from atkd.models.gguf import is_gguf
 from atkd.models.shapes import LADDER
 from atkd.plugins import load_plugins
 from atkd.train.sampling import parse_sampling
@@ -121,7 +123,12 @@ def _check_model(where: str, entry: Mapping[str, Any]) -> None:
         valid = ", ".join(LADDER)
         raise ConfigError(f"{where}.arch: unknown arch {arch!r}{_near(arch, LADDER)}; valid: {valid}")
     model = entry.get("model")
-    if isinstance(model, str) and _looks_local(model) and not Path(model).expanduser().exists():
+    if is_gguf(model):  # a GGUF file or package: present, and readable (the install command if not)
+        try:
+            check_gguf(model)
+        except ValueError as err:
+            raise ConfigError(f"{where}.{err}") from None
+    elif isinstance(model, str) and _looks_local(model) and not Path(model).expanduser().exists():
         raise ConfigError(
             f"{where}.model: {model!r} looks like a local path and does not exist (a Hub id is"
             " 'owner/name'; a local checkpoint is a directory with config.json)"

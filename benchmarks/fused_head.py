@@ -13,7 +13,6 @@ The ratios (unfused / fused) are printed and written next to the CSV.
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import os
 import sys
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from losses import measure  # noqa: E402
 
+from atkd.fsutil import atomic_write_rows
 from atkd.losses import build_loss, fused_linear_kd_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,12 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             del inputs, results, f, u
             gc.collect()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        wr = csv.DictWriter(fh, fieldnames=FIELDS)
-        wr.writeheader()
-        wr.writerows(rows)
-    os.replace(tmp, args.out)
+    atomic_write_rows(args.out, rows, FIELDS)
     summary = "\n".join(
         [
             f"Fused vs unfused output layer, {args.loss}, {args.dtype}, {device.type}, hidden {args.hidden}, "

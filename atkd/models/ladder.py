@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from atkd.fsutil import atomic_dir
+from atkd.models import gguf
 from atkd.models.shapes import DEFAULT_STUDENT, DEFAULT_TEACHERS, LADDER, ModelShape
 from atkd.models.tokenizer import load_tokenizer
 
@@ -135,7 +136,10 @@ def resolve_device(name: str) -> str:
 def load_model(
     path_or_hub_id: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> PreTrainedModel:
-    """Load a causal LM through `AutoModelForCausalLM.from_pretrained` (local dir or Hub id alike)."""
+    """Load a causal LM through `AutoModelForCausalLM.from_pretrained` (local dir or Hub id alike; a GGUF
+    file or package through `atkd.models.gguf`)."""
+    if gguf.is_gguf(path_or_hub_id):
+        return gguf.load(path_or_hub_id, "model", dtype).to(device)
     # transformers >= 4.56 calls the argument `dtype`; older releases `torch_dtype`.
     key = "dtype" if _TRANSFORMERS_VERSION >= (4, 56) else "torch_dtype"
     model = AutoModelForCausalLM.from_pretrained(str(path_or_hub_id), **{key: dtype})

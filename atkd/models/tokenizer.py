@@ -19,6 +19,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from atkd.data.jsonl import read_jsonl
 from atkd.data.template import format_example
 from atkd.fsutil import atomic_dir
+from atkd.models import gguf
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -98,7 +99,10 @@ def load_tokenizer(path_or_hub_id: str | Path) -> PreTrainedTokenizerBase:
 
     A tokenizer without a PAD token (e.g. Pythia's) gets its EOS token as PAD; padding is never trained.
     """
-    tok = AutoTokenizer.from_pretrained(str(path_or_hub_id))
+    if gguf.is_gguf(path_or_hub_id):
+        tok = gguf.load(path_or_hub_id, "tokenizer")
+    else:
+        tok = AutoTokenizer.from_pretrained(str(path_or_hub_id))
     if tok.eos_token_id is None:
         raise ValueError(
             f"tokenizer {path_or_hub_id} has no EOS token; the loss trains EOS, so one is needed"
