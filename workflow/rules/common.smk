@@ -132,8 +132,11 @@ def sampling_of(method):
     return parse_sampling(config["methods"][method].get("sampling"))
 
 
-def cache_enabled():
-    return config.get("teacher_cache", {}).get("enabled", True)
+def cache_enabled(method=None):
+    """Whether ground-truth batches read a teacher cache: `teacher_cache.enabled`, and for a method its own
+    `teacher_cache: false` (a live teacher, e.g. reverse KL under a top-K cache: docs/losses.md)."""
+    on = config.get("teacher_cache", {}).get("enabled", True)
+    return on and (method is None or config["methods"][method].get("teacher_cache", True))
 
 
 def cache_flags(wildcards):
@@ -170,10 +173,10 @@ def distill_plan(method, teacher, atkd):
         fields["sampling"] = sampling.to_dict()
         live = True
     if parse_spec(loss).needs_teacher:
-        if live or not cache_enabled():
+        if live or not cache_enabled(method):
             fields["teacher"] = teacher_model(key)
             inputs.append(teacher_done(key))
-        if cache_enabled() and (not live or sampling.lam < 1):
+        if cache_enabled(method) and (not live or sampling.lam < 1):
             fields["teacher_cache"] = f"{CACHE_DIR}/{key}/{data}"
             inputs.append(f"{CACHE_DIR}/{key}/{data}/meta.json")
     return fields, inputs
