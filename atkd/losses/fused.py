@@ -32,8 +32,9 @@ from atkd.losses.core import (
     log_uncertainty,
     parse_spec,
     teacher_chunk,
+    teacher_log_uncertainty,
 )
-from atkd.losses.sparse import SparseTeacher, sparse_log_uncertainty
+from atkd.losses.sparse import SparseTeacher
 
 FUSED_CHUNK_ELEMENTS = 1 << 24  # [chunk x vocab] float32 elements per chunk when chunk_size is automatic
 
@@ -184,10 +185,9 @@ def fused_linear_kd_loss(
         return hidden.sum() * 0.0 + weight.sum() * 0.0
     log_unc = None
     if cfg.atkd is not None and teacher.sparse is not None:  # exact: the stored log p_g
-        log_unc = sparse_log_uncertainty(teacher.sparse.target.index_select(0, idx))
-    elif (
-        cfg.atkd is not None
-    ):  # the split ranks every valid token of the call: one gradient-free teacher pass
+        log_unc = teacher_log_uncertainty(cfg, teacher.sparse, idx, y)
+    elif cfg.atkd is not None:
+        # the split ranks every valid token of the call: one gradient-free teacher pass
         log_unc = torch.empty(n, dtype=torch.float64, device=hidden.device)
         cdtype = _compute_dtype(hidden.dtype)
         with torch.no_grad():

