@@ -200,6 +200,40 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
             raise ConfigError(f"{where}.teacher_epochs: must be in (0, {total}) (teacher_train.epochs)")
 
 
+def seed_count(method: Mapping[str, Any], teacher: str, n_seeds: int) -> int:
+    """How many of the study's first seeds a method runs with at `teacher`: `seeds: N` for every
+    teacher, `seeds: {teacher: N}` per teacher (a teacher not named gets all `n_seeds`)."""
+    count = method.get("seeds", n_seeds)
+    if isinstance(count, Mapping):
+        count = count.get(teacher, n_seeds)
+    return int(count)
+
+
+def _check_seeds(name: str, method: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    where, n_seeds = f"methods.{name}.seeds", len(config["seeds"])
+    counts = method.get("seeds", n_seeds)
+    if isinstance(counts, Mapping):
+        if method.get("teacher", True) is False:
+            raise ConfigError(f"{where}: a method without a teacher takes one count (seeds: N)")
+        chosen = method.get("teachers", "all")
+        valid = list(config["teachers"]) if chosen == "all" else list(chosen)
+        for teacher in counts:
+            if teacher not in valid:
+                raise ConfigError(
+                    f"{where}: {teacher!r} is not one of its teachers; valid: {', '.join(valid)}"
+                )
+        counts = dict(counts)
+    else:
+        counts = {"": counts}
+    for teacher, count in counts.items():
+        if not 1 <= count <= n_seeds:
+            at = f".{teacher}" if teacher else ""
+            raise ConfigError(
+                f"{where}{at}: {count} is not a count from 1 to {n_seeds}"
+                f" (the study's seeds: {config['seeds']})"
+            )
+
+
 def method_atkd_options(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The +ATKD options of method `name`: the top-level `atkd` section, then the method's own
     `atkd_options` (explicit `groups` there replace the top-level `lam`)."""
@@ -290,12 +324,7 @@ def check_study(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"plugins: {err}") from None
     for name, method in config["methods"].items():
         _check_method(name, method, config)
-        n_seeds = len(config["seeds"])
-        if method.get("seeds", 1) > n_seeds:
-            raise ConfigError(
-                f"methods.{name}.seeds: {method['seeds']} is more than the study's {n_seeds} seeds"
-                f" ({config['seeds']}); give a count from 1 to {n_seeds}"
-            )
+        _check_seeds(name, method, config)
     try:
         parse_spec({"name": "fkl", "atkd": dict(config["atkd"])})
     except ValueError as err:

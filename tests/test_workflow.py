@@ -39,7 +39,12 @@ def test_dry_run_plans_every_run(configfile):
         teachers = method.get("teachers", "all")
         n = n_teachers if teachers == "all" else len(teachers)
         per_seed = len(method.get("atkd", ["off", "on"])) * n if method.get("teacher", True) else 1
-        expected += per_seed * method.get("seeds", len(cfg["seeds"]))  # `seeds: N`: the first N seeds
+        seeds = method.get("seeds", len(cfg["seeds"]))  # `seeds: N` (the first N) or {teacher: N}
+        if isinstance(seeds, dict):
+            names = list(cfg["teachers"]) if teachers == "all" else teachers
+            expected += per_seed // n * sum(seeds.get(t, len(cfg["seeds"])) for t in names)
+        else:
+            expected += per_seed * seeds
     counts = job_counts(out)
     assert counts["distill"] == expected and counts["evaluate"] == expected
     assert counts["teacher"] == n_teachers and counts["evaluate_teacher"] == n_teachers
@@ -143,6 +148,19 @@ CONFIG_ERRORS = [
         r"budget_sweep.members: method 'kd_b05' is not run with teacher 'neox-64x2'",
     ),
     (_set("methods", "kd_b05", "train", {"max_steps": None}), r"budgets mix epochs and max_steps"),
+    (
+        _set("methods", "kd", "seeds", 9),
+        r"methods.kd.seeds: 9 is not a count from 1 to 1 \(the study's seeds: \[1\]\)",
+    ),
+    (
+        _set("methods", "kd", "seeds", {"neox-64x2": 3}),
+        r"methods.kd.seeds.neox-64x2: 3 is not a count from 1 to 1",
+    ),
+    (
+        _set("methods", "kd", "seeds", {"neox-999x9": 1}),
+        r"methods.kd.seeds: 'neox-999x9' is not one of its teachers; valid: neox-48x2, neox-64x2",
+    ),
+    (_set("methods", "sft", "seeds", {"neox-64x2": 1}), r"methods.sft.seeds: a method without a teacher"),
 ]
 
 
@@ -340,7 +358,7 @@ def test_budget_sweep_and_curves_in_the_dag(configfile, teacher, budgets):
     train = [c for c in commands if c.startswith("atkd train")]
     for method, (key, value) in budgets.items():
         for atkd in ("off", "on"):
-            (cmd,) = [c for c in train if f"/runs/{method}/{teacher}/{atkd}/s1" in c]
+            (cmd,) = [c for c in train if f'/runs/{method}/{teacher}/{atkd}/s1"' in c]
             assert float(re.search(rf"--set {key}=([0-9.]+) ", cmd).group(1)) == value, cmd
     cfg = yaml.safe_load((ROOT / configfile).read_text())
     points, limit = cfg["distill"]["eval_points"], cfg["distill"]["valid_limit"]

@@ -5,7 +5,7 @@ import json
 import os
 import shlex
 
-from atkd.config import budget_sweep_plan, distill_fields, method_atkd_options
+from atkd.config import budget_sweep_plan, distill_fields, method_atkd_options, seed_count
 from atkd.losses import parse_spec
 from atkd.fsutil import epoch_dir_name
 from atkd.train.sampling import parse_sampling
@@ -67,9 +67,10 @@ def method_teachers(method):
     return list(config["teachers"]) if chosen == "all" else list(chosen)
 
 
-def method_seeds(method):
-    """The seeds a method runs with: all of `seeds`, or the first N (`seeds: N` in the method)."""
-    return config["seeds"][: config["methods"][method].get("seeds", len(config["seeds"]))]
+def method_seeds(method, teacher=NO_TEACHER):
+    """The seeds a method runs with at `teacher`: all of `seeds`, or the first N (`seeds: N` in the
+    method, or `seeds: {teacher: N}` per teacher; a teacher it does not name gets every seed)."""
+    return config["seeds"][: seed_count(config["methods"][method], teacher, len(config["seeds"]))]
 
 
 def runs():
@@ -77,12 +78,13 @@ def runs():
     out = []
     for seed in config["seeds"]:
         for method, spec in config["methods"].items():
-            if seed not in method_seeds(method):
-                continue
             if not needs_teacher(method):
-                out.append((method, NO_TEACHER, "off", seed))
+                if seed in method_seeds(method):
+                    out.append((method, NO_TEACHER, "off", seed))
                 continue
             for teacher in method_teachers(method):
+                if seed not in method_seeds(method, teacher):
+                    continue
                 for atkd in spec.get("atkd", ["off", "on"]):
                     out.append((method, teacher, atkd, seed))
     return out
@@ -248,10 +250,11 @@ def landscape_dirs():
     """One landscape per (method, teacher, atkd, seed) run selected by the `landscape:` section."""
     chosen = set(LANDSCAPE["methods"])
     teachers = set(LANDSCAPE["teachers"]) or set(config["teachers"])
+    seeds = config["seeds"][: LANDSCAPE.get("seeds", len(config["seeds"]))]  # `seeds: N`: the first N
     return [
         f"{RESULTS}/landscape/{m}/{t}/{a}/s{s}"
         for m, t, a, s in runs()
-        if m in chosen and t in teachers
+        if m in chosen and t in teachers and s in seeds
     ]
 
 
