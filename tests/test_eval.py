@@ -409,6 +409,63 @@ def test_tokenisation_matches_training(world, model_dir):
         assert ids[0].tolist() == list(ex.input_ids[:n_prompt])
 
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<user>{{ m['content'] }}</user>\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_model_dir(model_dir, tmp_path_factory) -> Path:
+    """The tiny model with a chat template on its tokenizer, as an instruction-tuned model's."""
+    import shutil
+
+    from atkd.models import load_tokenizer
+
+    out = tmp_path_factory.mktemp("chat") / "m"
+    shutil.copytree(model_dir, out)
+    tok = load_tokenizer(out)
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(out)
+    return out
+
+
+def test_a_chat_template_prompts_training_and_evaluation_alike(chat_model_dir, tmp_path):
+    """A model whose tokenizer has a chat template sees its requests through that template in
+    evaluation, token for token as the training pipeline encodes them; the judge gets the bare request."""
+    from atkd.data.template import format_example, prompt_for, uses_chat
+    from atkd.eval.harness import make_lm
+    from atkd.models import load_tokenizer
+    from atkd.train.data import encode_record
+
+    tok = load_tokenizer(chat_model_dir)
+    assert uses_chat(tok)
+    data = _instruct_file(tmp_path / "my-set.jsonl")
+    evaluate(
+        chat_model_dir, None, [], tmp_path / "out", instruct_sets={"myset": data}, max_new_tokens=4, threads=1
+    )
+    gens = [json.loads(x) for x in (tmp_path / "out" / "generations.jsonl").read_text().splitlines()]
+    assert (
+        gens[1]["prompt"]
+        == "<user>Summarise the text.\n\nThe cat sat on the mat all day.</user>\n<assistant>"
+    )
+    assert [g["question"] for g in gens] == [
+        "Name a colour.",
+        "Summarise the text.\n\nThe cat sat on the mat all day.",
+        "Say hi.",
+    ]
+    lm = make_lm(chat_model_dir, batch_size=1)
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    for rec, g in zip(records, gens, strict=True):
+        assert g["prompt"] == prompt_for(rec["instruction"], rec.get("input"), tok)
+        ex = encode_record(rec, tok, max_length=512)
+        n_prompt = next(i for i, y in enumerate(ex.labels) if y != -100)
+        assert lm.tok_encode(g["prompt"]) == list(ex.input_ids[:n_prompt])
+        response = tok(format_example(rec, tok)[1], add_special_tokens=False)["input_ids"]
+        assert list(ex.labels[n_prompt:]) == [*response, tok.eos_token_id]
+    assert prompt_for("Say hi.") == format_prompt("Say hi.")  # no chat template: the suite's own
+
+
 # ------------------------------------------------------------------------------ outside instruction sets
 SHARED_SETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct-eval"
 

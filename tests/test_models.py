@@ -143,3 +143,61 @@ def test_resolve_device_auto_picks_a_visible_gpu_or_the_cpu():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def _tiny(kind: str) -> torch.nn.Module:
+    """A randomly initialised 4-layer model of a decoder layout `keep_layers` supports."""
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, OPTConfig
+
+    small = dict(vocab_size=64, hidden_size=32, num_attention_heads=4, intermediate_size=64)
+    config = {
+        "llama": lambda: LlamaConfig(num_hidden_layers=4, num_key_value_heads=2, **small),
+        "neox": lambda: GPTNeoXConfig(num_hidden_layers=4, **small),
+        "opt": lambda: OPTConfig(
+            vocab_size=64,
+            hidden_size=32,
+            num_attention_heads=4,
+            ffn_dim=64,
+            num_hidden_layers=4,
+            word_embed_proj_dim=32,
+        ),
+        "gpt2": lambda: GPT2Config(vocab_size=64, n_embd=32, n_head=4, n_layer=4),
+    }[kind]()
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("kind", ["llama", "neox", "opt", "gpt2"])
+def test_keep_layers_cuts_a_model_to_a_subset_of_its_own_layers(kind, tmp_path):
+    """The cut model has the kept layers' own weights, saves and reloads as that architecture, and its
+    KV cache works (renumbered attention layers): cached greedy decoding equals uncached."""
+    from atkd.models.layers import _layer_list, keep_layers, parse_layers
+
+    model = _tiny(kind)
+    parent, attr, _ = _layer_list(model)
+    originals = [{k: v.clone() for k, v in layer.state_dict().items()} for layer in getattr(parent, attr)]
+    keep_layers(model, parse_layers("0,2,3"))
+    kept = getattr(parent, attr)
+    assert len(kept) == 3
+    for layer, source in zip(kept, [originals[0], originals[2], originals[3]], strict=True):
+        assert all(torch.equal(v, source[k]) for k, v in layer.state_dict().items())
+    model.save_pretrained(tmp_path / "cut")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "cut").eval()
+    ids = torch.tensor([[1, 5, 9, 3, 7]])
+    with torch.no_grad():
+        assert torch.allclose(again(ids).logits, model(ids).logits, atol=1e-6)
+        kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+        cached = again.generate(ids, use_cache=True, **kw)
+        uncached = again.generate(ids, use_cache=False, **kw)
+    assert torch.equal(cached, uncached)
+
+
+def test_keep_layers_rejects_bad_indices():
+    from atkd.models.layers import keep_layers, parse_layers
+
+    with pytest.raises(ValueError, match=r"strictly increasing indices from 0 to 3 .* has 4 decoder layers"):
+        keep_layers(_tiny("llama"), [0, 4])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        keep_layers(_tiny("llama"), [2, 1])
+    with pytest.raises(ValueError, match="comma-separated layer indices"):
+        parse_layers("0,x")

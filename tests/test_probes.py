@@ -123,3 +123,39 @@ def test_landscape_centre_is_the_trained_model_and_directions_are_filter_normali
     assert landscape(models["student"], world["train"], steps=3, span=0.5, limit=4).equals(df)
     with pytest.raises(ValueError, match="odd"):
         landscape(models["student"], world["train"], steps=4)
+
+
+def test_sparse_accuracy_rows_match_the_losses_on_the_probed_records(world, models, tmp_path):
+    """`atkd sparse-accuracy`: one row per K x loss x ATKD; its dense loss is the loss library's on the
+    same logits; a top-K view that leaves out one token is exact up to float16 and closer than K = 4; the
+    bytes are the cache's."""
+    from atkd import cli
+    from atkd.losses import build_loss
+    from atkd.models import load_model
+    from atkd.probes.sparse import LOSSES, pooled_logits, sparse_accuracy
+
+    tok = load_tokenizer(models["student"])
+    examples = load_examples(world["train"], tok, 512)[:4]
+    student, teacher = load_model(models["student"]).eval(), load_model(models["teacher"]).eval()
+    s, t, labels = pooled_logits(student, teacher, examples, tok.pad_token_id, 8)
+    vocab = t.shape[-1]
+    rows = sparse_accuracy(
+        models["teacher"], models["student"], [world["train"]], [4, vocab - 1], name="T", limit=4
+    )
+    assert len(rows) == 2 * len(LOSSES) * 2
+    assert rows[0]["positions"] == int((labels != -100).sum())
+    for r in rows:
+        spec = {"name": r["loss"], **({"atkd": {"k": 0.5, "lam": 0.2}} if r["atkd"] == "on" else {})}
+        assert float(r["dense_loss"]) == pytest.approx(float(build_loss(spec)(s, t, labels)), rel=1e-5)
+        assert r["bytes_per_position"] == 4 * r["k"] + 8
+        if r["k"] == vocab - 1:  # float16 log-probabilities are the only error left (both models are
+            # near uniform here, so q - p is small and their rounding shows)
+            assert float(r["grad_cosine"]) > 0.99 and float(r["loss_rel_error"]) < 1e-2
+    cosine = {(r["k"], r["loss"], r["atkd"]): float(r["grad_cosine"]) for r in rows}
+    assert all(cosine[(vocab - 1, name, a)] >= cosine[(4, name, a)] for _, name, a in cosine)
+    out = tmp_path / "sparse.csv"
+    args = ["sparse-accuracy", "--teacher", str(models["teacher"]), "--student", str(models["student"])]
+    args += ["--data", str(world["train"]), "--k", "4", "--name", "T", "--out", str(out), "--limit", "2"]
+    assert cli.main(args) == 0 and len(out.read_text().splitlines()) == 1 + len(LOSSES) * 2
+    with pytest.raises(ValueError, match=r"k 99999 must be between 1 and the vocabulary"):
+        sparse_accuracy(models["teacher"], models["student"], [world["train"]], [99999], name="T", limit=1)

@@ -6,6 +6,7 @@ a copied tokenizer, and one KD step between them."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,3 +132,26 @@ def test_a_teacher_with_padded_vocabulary_rows(world, tmp_path):
     narrow = save_hub_like(pythia_like(tok, hidden=64, vocab=len(tok) - 8, seed=1), tok, tmp_path / "narrow")
     with pytest.raises(ValueError, match="KD needs one shared tokenizer"):
         kd_run(student, narrow, world, tmp_path / "narrow-run")
+
+
+def test_the_committed_dolly_split_is_the_script_s_output(tmp_path):
+    """data/smollm2-cpu/: 400 training and 100 held-out DollyEval records, disjoint, all of the set, and
+    exactly what scripts/split_instruct.py writes (so the split can be remade and checked)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("split_instruct", root / "scripts" / "split_instruct.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (
+        module.main(
+            [str(root / "data/instruct-eval/dolly.jsonl"), "--test", "100", "--out", str(tmp_path / "d")]
+        )
+        == 0
+    )
+    for part in ("train", "test"):
+        committed = (root / f"data/smollm2-cpu/dolly-{part}.jsonl").read_text(encoding="utf-8")
+        assert (tmp_path / f"d-{part}.jsonl").read_text(encoding="utf-8") == committed
+    train, test = module.split(root / "data/instruct-eval/dolly.jsonl", 100, 0)
+    key = lambda r: (r["instruction"], r["input"], r["output"])  # noqa: E731
+    assert len(train) == 400 and len(test) == 100 and not {key(r) for r in train} & {key(r) for r in test}

@@ -91,3 +91,26 @@ def test_sparse_teacher_keeps_unc_tkd_and_the_split_exact_on_real_text(smollm2, 
         ref.assert_same_as_dense(build_loss({"name": name, "atkd": atkd}), s, t, sparse, labels, 1e-9, 1e-7)
     plain = build_loss(name)
     assert float(plain(s, sparse, labels)) <= float(plain(s, t, labels)) + 1e-9
+
+
+@pytest.mark.real_model
+def test_the_real_model_saves_as_a_plain_checkpoint_whole_and_cut(smollm2, tmp_path):
+    """What the workflow's teacher and student-base jobs write: the GGUF model (dequantised) saved as an
+    ordinary folder that reloads to the same logits, its tokenizer with the chat template; and a student
+    cut to a subset of its layers, likewise."""
+    import copy
+
+    from atkd.data.template import uses_chat
+    from atkd.models import load_model, load_tokenizer, save_model
+    from atkd.models.layers import keep_layers
+
+    model, tok = smollm2
+    ids = tok("The capital of France is", return_tensors="pt")["input_ids"]
+    cut = keep_layers(copy.deepcopy(model), [0, 15, 29]).eval()
+    for name, m in (("whole", model), ("cut", cut)):
+        folder = save_model(m, tmp_path / name, tok)
+        again = load_model(folder).eval()
+        with torch.no_grad():
+            assert torch.equal(again(ids).logits, m(ids).logits)
+        assert uses_chat(load_tokenizer(folder))
+    assert load_model(tmp_path / "cut").config.num_hidden_layers == 3

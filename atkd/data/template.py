@@ -1,10 +1,17 @@
-"""The one prompt template of the suite, used identically for training and evaluation.
+"""The prompt of an instruction record, the same in training, teacher caches, generation and evaluation.
 
-Alpaca-style and deliberately short (prompt tokens carry no loss, so long templates only cost compute).
+Two forms, chosen by the study's tokenizer:
+- a tokenizer with a chat template (an instruction-tuned model's, e.g. SmolLM2-Instruct) prompts through
+  it: one user turn (the instruction, then the input after a blank line) and the assistant's opening, as
+  the model was tuned to see; its EOS (the end of the assistant's turn) ends the response;
+- any other tokenizer (the world's BPE, Pythia, OPT) gets the suite's Alpaca-style template, deliberately
+  short (prompt tokens carry no loss, so long templates only cost compute).
 The loss covers the response tokens and the end-of-sequence token, never the prompt or padding.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 INSTRUCTION_HEADER = "### Instruction:\n"
 INPUT_HEADER = "\n### Input:\n"
@@ -19,9 +26,33 @@ def format_prompt(instruction: str, input: str | None = None) -> str:
     return text + RESPONSE_HEADER
 
 
-def format_example(example: dict) -> tuple[str, str]:
-    """Return (prompt, response) for a record with `instruction`, optional `input`, and `output`."""
-    return format_prompt(example["instruction"], example.get("input")), example["output"].strip()
+def question(instruction: str, input: str | None = None) -> str:
+    """The request as a person would write it: the instruction, then the input after a blank line (the
+    chat template's user turn, and what an LLM judge is shown)."""
+    text = instruction.strip()
+    return text + ("\n\n" + input.strip() if input is not None and input.strip() else "")
+
+
+def uses_chat(tokenizer: Any) -> bool:
+    """Whether prompts go through the tokenizer's chat template (it has one)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def prompt_for(instruction: str, input: str | None = None, tokenizer: Any = None) -> str:
+    """The prompt text of one request: through `tokenizer`'s chat template if it has one, else the
+    Alpaca-style template. The text is tokenised without added special tokens (the chat template writes
+    its own)."""
+    if not uses_chat(tokenizer):
+        return format_prompt(instruction, input)
+    turn = [{"role": "user", "content": question(instruction, input)}]
+    return tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+
+
+def format_example(example: dict, tokenizer: Any = None) -> tuple[str, str]:
+    """Return (prompt, response) for a record with `instruction`, optional `input`, and `output`; the
+    prompt's form follows `tokenizer` (`prompt_for`)."""
+    prompt = prompt_for(example["instruction"], example.get("input"), tokenizer)
+    return prompt, example["output"].strip()
 
 
 def parse_prompt(prompt: str) -> tuple[str, str]:

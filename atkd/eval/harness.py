@@ -126,6 +126,7 @@ def evaluate(
             temperature=temperature,
             num_fewshot=num_fewshot,
             instruct_sets=sets,
+            chat_tokenizer=_chat_tokenizer(model, tasks_dir),
         )
     suites = [*suites, *sets]
     plan = _plan(suites, sets, seed, sample_seeds)
@@ -152,6 +153,20 @@ def evaluate(
     wall_seconds = _write_outputs(out_dir, model, rows, gens, outputs, bench_results, meta, start)
     log.info("evaluated %s on %s in %.1f s -> %s", model, ", ".join(suites), wall_seconds, out_dir)
     return rows
+
+
+def _chat_tokenizer(model: str | Path, tasks_dir: Path) -> Path | None:
+    """A copy of the model's tokenizer under the run's task folder if it has a chat template (documents
+    are then prompted through it, as in training: atkd.data.template), else None."""
+    from atkd.data.template import uses_chat
+    from atkd.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    if not uses_chat(tokenizer):
+        return None
+    folder = tasks_dir / "tokenizer"
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def _plan(

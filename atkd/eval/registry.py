@@ -159,11 +159,13 @@ def write_task_yamls(
     temperature: float = 0.0,
     num_fewshot: Mapping[str, int] | None = None,
     instruct_sets: Mapping[str, str | Path] | None = None,
+    chat_tokenizer: str | Path | None = None,
 ) -> list[Path]:
     """Write `tasks_dir/atkd_<suite>.yaml` for each suite (atomically) and remove task YAMLs of earlier
     runs, so the folder describes this run only; returns the paths. Nothing is written if any suite's
     files are missing. `num_fewshot` overrides the few-shot count of named suites; `instruct_sets`
-    ({name: JSONL path}) adds outside instruction sets as generation tasks."""
+    ({name: JSONL path}) adds outside instruction sets as generation tasks; `chat_tokenizer` (a tokenizer
+    with a chat template: the evaluated model's) prompts every document through that template."""
     sets = check_instruct_sets(instruct_sets)
     suites = validate_suites(suites) if suites or not sets else []
     shots = dict(num_fewshot or {})
@@ -185,6 +187,9 @@ def write_task_yamls(
         configs[name] = instruct_task_config(
             name, path, max_new_tokens=max_new_tokens, temperature=temperature
         )
+    if chat_tokenizer is not None:
+        for cfg in configs.values():
+            cfg["dataset_kwargs"]["tokenizer"] = str(chat_tokenizer)
     tasks_dir = Path(tasks_dir)
     paths = []
     for suite, cfg in configs.items():

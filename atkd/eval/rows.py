@@ -72,6 +72,8 @@ def generation_records(
                 "id": doc["id"],
                 "prompt": s["arguments"][0][0],
             }
+            if "question" in doc:  # the bare request, for a judge (documents of the suite's tasks)
+                rec["question"] = doc["question"]
             if "choices" in doc and "gold" in doc:
                 lls = [float(ll) for ll, _ in s["filtered_resps"]]
                 # The answer is the option the primary metric picks: per character when acc_norm is scored.

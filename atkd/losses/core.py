@@ -544,7 +544,12 @@ class KDLoss:
         teacher_logits: Tensor | SparseTeacher | None,
         labels: Tensor,
         num_tokens: int | float | Tensor | None = None,
+        *,
+        rank_by: Tensor | SparseTeacher | None = None,
     ) -> Tensor:
+        """The loss; with +ATKD, `rank_by` (another teacher, same shape) ranks the tokens into easy and
+        hard by its UnC instead of `teacher_logits` (a method whose target is not the teacher itself,
+        e.g. TAID's interpolation, still splits by the teacher's uncertainty)."""
         cfg = self.config
         if cfg.needs_teacher and teacher_logits is None:
             raise ValueError(f"loss {cfg.name!r} needs teacher logits")
@@ -562,9 +567,23 @@ class KDLoss:
         log_unc = None
         if cfg.atkd is not None:
             assert t_flat is not None
-            log_unc = teacher_log_uncertainty(cfg, t_flat, idx, y)
+            ranker = t_flat if rank_by is None else _rank_view(cfg, rank_by, labels, s_flat.shape[-1])
+            log_unc = teacher_log_uncertainty(cfg, ranker, idx, y)
         weights = _weights(cfg, log_unc, seq_ids, norm)
         return _FusedKD.apply(s_flat, t_flat, idx, y, weights, cfg)
+
+
+def _rank_view(
+    cfg: LossConfig, t: Tensor | SparseTeacher, labels: Tensor, vocab: int
+) -> Tensor | SparseTeacher:
+    """The flat, detached view of a `rank_by` teacher (dense logits or sparse), checked like the teacher."""
+    if isinstance(t, SparseTeacher):
+        return check_sparse(cfg, t, labels.shape, vocab)
+    if tuple(t.shape) != (*labels.shape, vocab):
+        raise ValueError(
+            f"rank_by logits {tuple(t.shape)} differ from the student's {(*labels.shape, vocab)}"
+        )
+    return t.detach().reshape(-1, vocab)
 
 
 def check_sparse(cfg: LossConfig, t: SparseTeacher, labels_shape: Sequence[int], vocab: int) -> SparseTeacher:

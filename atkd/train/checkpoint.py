@@ -119,9 +119,10 @@ def save_resumable(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     procs: Processes,
     sharded: bool,
+    method: Any = None,
 ) -> None:
     """Checkpoint everything the next step depends on, from process 0 (a sharded model is gathered
-    first: every process must call this then)."""
+    first: every process must call this then), with a stateful method's state."""
     model_sd, optim_sd = full_state(model, optimizer) if sharded else (None, None)
     if not procs.main:
         return
@@ -134,6 +135,8 @@ def save_resumable(
         "scheduler": scheduler.state_dict(),
         "rng": _rng_state(),
     }
+    if method is not None:
+        state["method"] = method.state_dict()
     save_checkpoint(output_dir, state, cfg.keep_checkpoints)
 
 
@@ -145,9 +148,10 @@ def resume(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     procs: Processes,
     sharded: bool,
+    method: Any = None,
 ) -> Progress:
-    """Restore the latest checkpoint in `output_dir`, if any, and cut metrics.jsonl back to its step (a
-    fresh start removes it); return where the run stands."""
+    """Restore the latest checkpoint in `output_dir` (with a stateful method's state), if any, and cut
+    metrics.jsonl back to its step (a fresh start removes it); return where the run stands."""
     metrics_path = output_dir / "metrics.jsonl"
     if not (ckpts := checkpoint_dirs(output_dir)):
         if metrics_path.exists() and procs.main:
@@ -161,6 +165,8 @@ def resume(
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
+    if method is not None:
+        method.load_state_dict(saved["method"])
     _set_rng_state(saved["rng"])
     progress = Progress(**{f.name: saved[f.name] for f in dataclasses.fields(Progress)})
     if saved["examples_seen"] != progress.step * cfg.batch_size:

@@ -68,6 +68,7 @@ class TrainConfig:
     loss: str | dict = "ce"  # a spec for atkd.losses.build_loss
     plugins: list[str] = field(default_factory=list)  # modules that register losses (atkd.plugins)
     sampling: str | dict | None = None  # atkd.train.sampling spec: source (ground_truth|teacher|student), lam
+    stateful: dict | None = None  # a registered stateful method around the loss, {name, **params}
     teacher_data: str | None = None  # source `teacher`: teacher answers to train_data (`atkd generate`)
     valid_data: str | None = None  # .jsonl; mean CE per response token is logged
     seed: int = 0
@@ -171,6 +172,14 @@ class TrainConfig:
         if (sampling.source == "teacher") != (self.teacher_data is not None):
             raise ValueError("sampling source 'teacher' and 'teacher_data' (the generated file) go together")
         parse_spec(self.loss)  # raises with the valid names/keys
+        if self.stateful is not None:
+            from atkd.train.stateful import STATEFUL
+
+            if not isinstance(self.stateful, Mapping) or self.stateful.get("name") not in STATEFUL:
+                valid = ", ".join(sorted(STATEFUL)) or "none registered (name its module in plugins)"
+                raise ValueError(f"stateful: {self.stateful!r} names no registered method; valid: {valid}")
+            if self.fused_head:
+                raise ValueError("stateful: a stateful method reads the logits; not with fused_head")
         mb = self.micro_batch_size or self.batch_size
         positive = {
             "batch_size": self.batch_size,

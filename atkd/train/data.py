@@ -1,8 +1,9 @@
 """Training data: instruction records through the prompt template, or plain text in fixed-size blocks.
 
-Instruction records (`.jsonl` with `instruction`, optional `input`, `output`): prompt and response are
-tokenised separately (the same prompt tokens evaluation will feed the model), EOS is appended to the
-response, and labels are -100 on the prompt, so the loss covers response tokens + EOS only.
+Instruction records (`.jsonl` with `instruction`, optional `input`, `output`): prompt (the tokenizer's
+chat template if it has one, else the suite's template: atkd.data.template) and response are tokenised
+separately (the same prompt tokens evaluation will feed the model), EOS is appended to the response, and
+labels are -100 on the prompt, so the loss covers response tokens + EOS only.
 Plain text (any other file): one document per line (the world's `pretrain.txt`), each followed by EOS,
 concatenated and cut into blocks; every token is a target (the student's base pre-training).
 
@@ -51,7 +52,7 @@ def encode_record(record: dict, tokenizer: PreTrainedTokenizerBase, max_length: 
     A record with `"complete": false` (a generated answer cut by its token budget) gets no EOS: the
     model that wrote it did not stop there.
     """
-    prompt, response = format_example(record)
+    prompt, response = format_example(record, tokenizer)
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     r_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     if record.get("complete", True) is not False:

@@ -59,7 +59,9 @@ def generate_file(
         torch.set_num_threads(threads)
     try:
         lm = load_model(model, device).eval().requires_grad_(False)
-        prompts = [tokenizer(format_example(r)[0], add_special_tokens=False)["input_ids"] for r in records]
+        prompts = [
+            tokenizer(format_example(r, tokenizer)[0], add_special_tokens=False)["input_ids"] for r in records
+        ]
         order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
         answers: list[list[int]] = [[] for _ in prompts]
         start = time.perf_counter()

@@ -82,7 +82,8 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, run.steps)
     # Pick up where an interrupted attempt left off (its latest checkpoint), if any.
-    progress = resume(out, cfg, model, optimizer, scheduler, procs, run.sharded)
+    method = run.loss_fn if cfg.stateful is not None else None  # its state is checkpointed too
+    progress = resume(out, cfg, model, optimizer, scheduler, procs, run.sharded, method)
     if procs.main:
         atomic_write_json(out / "train_config.json", cfg.to_dict())
     if bs % procs.size or bs // procs.size < 1:
@@ -112,6 +113,8 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
             t0 = time.perf_counter()
             stats = _gradient(run, progress.step)
             lr = optimizer_step(model, optimizer, scheduler, cfg.max_grad_norm)
+            if cfg.stateful is not None:  # its state after this step is what the checkpoint saves
+                run.loss_fn.after_step(progress.step + 1, stats)
             if run.device.type == "cuda":
                 torch.cuda.synchronize(run.device)
             dt = time.perf_counter() - t0
@@ -145,7 +148,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, on_step: Callable[[int], N
             if step in run.hf_saves:
                 save_hf(model, out / "hf" / run.hf_saves[step], run.tokenizer, procs, run.sharded)
             if _due(step, cfg.checkpoint_every, run.steps):
-                save_resumable(out, cfg, progress, model, optimizer, scheduler, procs, run.sharded)
+                save_resumable(out, cfg, progress, model, optimizer, scheduler, procs, run.sharded, method)
             if on_step is not None and procs.main:
                 on_step(step)
         bar.close()

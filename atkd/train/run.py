@@ -21,6 +21,7 @@ from atkd.train.data import Example, load_examples
 from atkd.train.distributed import Processes, shard
 from atkd.train.models import load_student, load_teacher
 from atkd.train.sampling import SamplingConfig, check_aligned, parse_sampling
+from atkd.train.stateful import build_stateful
 from atkd.train.step import check_fused_head, check_packing
 from atkd.train.teacher_cache import TeacherCache
 
@@ -88,6 +89,8 @@ def setup_run(cfg: TrainConfig, procs: Processes) -> Run:
     if valid_set is not None and cfg.valid_limit:
         valid_set = valid_set[: cfg.valid_limit]
     steps = cfg.total_steps(len(train_set))
+    if cfg.stateful is not None:  # e.g. TAID: the method wraps the loss and keeps state across steps
+        loss_fn = build_stateful(cfg.stateful, loss_fn, steps)
     saves = hf_saves(cfg, len(train_set))
     if late := sorted(step for step in saves if step > steps):
         raise ValueError(

@@ -65,3 +65,19 @@ def train_config(world: dict, out: Path | str, **changes) -> dict:
     )
     cfg.update(changes)
     return cfg
+
+
+def killed_then_resumed(cfg: dict, at: int) -> Path:
+    """Train `cfg`, kill it (KeyboardInterrupt) after step `at`, train it again: the resumed run's final
+    model directory."""
+    import pytest
+
+    from atkd.train import train
+
+    def crash(step: int) -> None:
+        if step == at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=crash)
+    return train(cfg)

@@ -156,6 +156,8 @@ def distill_plan(method, teacher, atkd):
     need the live teacher."""
     loss = loss_spec(method, atkd)
     fields = dict(train_data=f"{WORLD}/train.jsonl", loss=loss)
+    if "stateful" in config["methods"][method]:  # e.g. TAID: a registered method around the loss
+        fields["stateful"] = config["methods"][method]["stateful"]
     inputs = [f"{STUDENT_BASE}/train_summary.json", f"{WORLD}/manifest.json"]
     if teacher == NO_TEACHER:
         return fields, inputs
@@ -242,6 +244,23 @@ def distill_inputs(w):
     return distill_plan(w.method, w.teacher, w.atkd)[1]
 
 
+def probe_data(w):
+    """The files a probe reads: `probes.data`, else the world's validation records."""
+    return " ".join(PROBES.get("data") or [f"{WORLD}/valid.jsonl"])
+
+
+def sparse_ks():
+    """The top-K sizes whose accuracy the probes measure: `probes.sparse_k`, else the sparse cache's K
+    (none without a sparse cache)."""
+    topk = config.get("teacher_cache", {}).get("topk")
+    return PROBES.get("sparse_k", [topk] if topk else [])
+
+
+def sparse_files():
+    """Every teacher's sparse-cache accuracy table (when probes run and a K is set)."""
+    return [f"{d}/sparse.csv" for d in probe_dirs()] if sparse_ks() else []
+
+
 def probe_dirs():
     return [f"{RESULTS}/probes/{t}" for t in config["teachers"]] if PROBES["enabled"] else []
 
@@ -282,6 +301,13 @@ def teacher_meta(w):
     seed = DATA_SEED
     meta = dict(run=f"teacher/{w.teacher}", student=w.teacher, teacher=w.teacher, method="teacher", atkd="off")
     return " ".join(shlex.quote(f"{k}={v}") for k, v in {**meta, "seed": seed}.items())
+
+
+def student_base_meta():
+    """Rows of the student base's own evaluation: method `base` (no teacher; every student's start)."""
+    student = config["student"].get("arch") or config["student"].get("model")
+    meta = dict(run="base", student=student, teacher="", method="base", atkd="off", seed=DATA_SEED)
+    return " ".join(shlex.quote(f"{k}={v}") for k, v in meta.items())
 
 
 def eval_meta(w):
@@ -347,9 +373,24 @@ def teacher_base_inputs(w):
     return [f"{TEACHER_BASE_DIR}/{w.teacher}/train_summary.json"] if teacher_pretrain(w.teacher) else []
 
 
+def tuned_teachers():
+    """The teachers fine-tuned here (the others, `finetune: false`, are used as they are: no curves)."""
+    return [t for t, spec in config["teachers"].items() if spec.get("finetune", True) is not False]
+
+
+def teacher_command(w):
+    """A teacher's job: its instruction tuning (`atkd train`), or, for a checkpoint used as it is
+    (`finetune: false`: an instruction-tuned model), its export to a local folder once (a GGUF file is
+    converted there, so later jobs load it quickly)."""
+    spec = config["teachers"][w.teacher]
+    if spec.get("finetune", True) is False:
+        return f"atkd export-model --model {shlex.quote(spec['model'])} --out {TEACHER_DIR}/{w.teacher}"
+    return f"{train_command('teacher')} {teacher_train_args(w)}"
+
+
 def teacher_train_args(w):
     """`atkd train` arguments of a teacher's instruction tuning, from its pre-trained base if it has one."""
-    spec = {k: v for k, v in config["teachers"][w.teacher].items() if k != "pretrain"}
+    spec = {k: v for k, v in config["teachers"][w.teacher].items() if k not in ("pretrain", "finetune")}
     if teacher_pretrain(w.teacher):
         spec = {k: v for k, v in spec.items() if k != "arch"}
         spec |= dict(model=f"{TEACHER_BASE_DIR}/{w.teacher}/final", tokenizer=TOKENIZER)
@@ -386,7 +427,8 @@ def student_base_command():
     used as it is (`student: {model: ..., pretrained: true}`, the study's setting)."""
     s = dict(config["student"])
     if s.pop("pretrained", False):
-        return f"atkd export-model --model {shlex.quote(s['model'])} --out {shlex.quote(STUDENT_BASE)}"
+        layers = f" --layers {','.join(str(i) for i in s['layers'])}" if "layers" in s else ""
+        return f"atkd export-model --model {shlex.quote(s['model'])}{layers} --out {shlex.quote(STUDENT_BASE)}"
     args = train_args(
         s,
         output_dir=STUDENT_BASE,
@@ -401,8 +443,10 @@ def student_base_command():
 
 
 def evaluated_dirs():
-    """Every evaluated model's directory: the distilled students, then the teachers."""
-    return [run_dir(*r) for r in runs()] + [f"{TEACHER_DIR}/{t}" for t in config["teachers"]]
+    """Every evaluated model's directory: the distilled students, the teachers, and the student base
+    (`evaluation.student_base: true`: where every student starts)."""
+    dirs = [run_dir(*r) for r in runs()] + [f"{TEACHER_DIR}/{t}" for t in config["teachers"]]
+    return dirs + ([STUDENT_BASE] if config["evaluation"].get("student_base") else [])
 
 
 def evaluation_stages():

@@ -58,6 +58,34 @@ rule evaluate_teacher:
         " --threads {threads} --out {params.teacher}/eval --meta {params.meta} > {log} 2>&1"
 
 
+rule evaluate_student_base:
+    """The student base's own scores (`evaluation.student_base: true`): where every student starts."""
+    conda:
+        ENV
+    input:
+        base=rules.student_base.output,
+        world=rules.world.output.manifest,
+        sets=INSTRUCT_SET_FILES,
+    output:
+        metrics=f"{STUDENT_BASE}/eval/metrics.csv",
+        doc_scores=f"{STUDENT_BASE}/eval/doc_scores.csv",
+    params:
+        base=parent("input", 0),
+        meta=student_base_meta(),
+        world=parent("input", 1),
+        args=eval_args(),
+    log:
+        f"{LOGS}/evaluate/student_base.log",
+    benchmark:
+        f"{BENCH}/evaluate/student_base.tsv",
+    threads: config["threads"]
+    resources:
+        **resources_for("evaluate"),
+    shell:
+        "atkd evaluate --model {params.base}/final --world {params.world} {params.args}"
+        " --threads {threads} --out {params.base}/eval --meta {params.meta} > {log} 2>&1"
+
+
 rule judge:
     """The LLM judge's scores of a model's answers on the instruct sets (`evaluation.judge`; the key comes
     from the environment variable named there). Judgements are cached in one file for the whole study

@@ -40,8 +40,7 @@ rule teacher:
     output:
         f"{TEACHER_DIR}/{{teacher}}/train_summary.json",
     params:
-        train=train_command("teacher"),
-        args=teacher_train_args,
+        cmd=teacher_command,
     log:
         f"{LOGS}/teacher/{{teacher}}.log",
     benchmark:
@@ -50,7 +49,7 @@ rule teacher:
     resources:
         **resources_for("teacher"),
     shell:
-        "{params.train} {params.args} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"
 
 
 rule student_base:

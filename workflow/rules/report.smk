@@ -15,7 +15,7 @@ rule collect:
         curves=f"{RESULTS}/curves.csv",
     params:
         runs=" ".join(run_dir(*r) for r in runs()),
-        teachers=" ".join(f"{TEACHER_DIR}/{t}" for t in config["teachers"]),
+        teachers=" ".join(f"{TEACHER_DIR}/{t}" for t in tuned_teachers()),
     log:
         f"{LOGS}/collect.log",
     benchmark:
@@ -85,6 +85,8 @@ rule report:
         runs=rules.collect_runs.output.runs,
         chance=[] if REAL_DATA else rules.chance.output,
         probes=[f"{d}/{f}.csv" for d in probe_dirs() for f in ("summary", "tokens")],
+        reference_probes=list(PROBES.get("reference", {}).values()),
+        sparse=sparse_files(),
         landscapes=[f"{d}/{f}.csv" for d in landscape_dirs() for f in ("summary", "landscape")],
     output:
         f"{RESULTS}/tables/main.csv",
@@ -123,6 +125,7 @@ rule report:
         analyses=shlex.quote(json.dumps(config.get("analyses", {}))),
         budget_sweep=shlex.quote(json.dumps(BUDGET_SWEEP or {})),
         primary=" ".join(f"{k}={v}" for k, v in config.get("report", {}).get("primary", {}).items()),
+        reference=" ".join(shlex.quote(f"{k}={v}") for k, v in PROBES.get("reference", {}).items()),
     log:
         f"{LOGS}/report.log",
     benchmark:
@@ -135,4 +138,5 @@ rule report:
         " --figures {params.figures} --methods {params.methods} --primary {params.primary}"
         " --doc-scores {input.doc_scores} --runs {input.runs} {params.chance}"
         " --probes {params.probes} --landscapes {params.landscapes} --analyses {params.analyses}"
-        " --curves {input.curves} --budget-sweep {params.budget_sweep} > {log} 2>&1"
+        " --curves {input.curves} --budget-sweep {params.budget_sweep}"
+        " --reference-probes {params.reference} --sparse {input.sparse} > {log} 2>&1"

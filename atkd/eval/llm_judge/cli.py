@@ -66,7 +66,7 @@ def judge_generations(
         for r in read_jsonl(
             generations,
             {"task": str, "prompt": str, "answer": str, "reference": str},
-            optional={"sample_seed": int},
+            optional={"sample_seed": int, "question": str},
         )
         if (tasks is None or r["task"] in tasks) and "rougeL" in r.get("scores", {"rougeL": None})
     ]
@@ -74,8 +74,11 @@ def judge_generations(
         raise ValueError(f"{generations}: no generation-task answers to judge (tasks: {tasks or 'all'})")
     items = []
     for r in records:
-        instruction, input = parse_prompt(r["prompt"])
-        question = instruction + (f"\n\n{input}" if input else "")
+        if "question" in r:
+            question = r["question"]
+        else:  # a generations file written before documents carried their request
+            instruction, input = parse_prompt(r["prompt"])
+            question = instruction + (f"\n\n{input}" if input else "")
         items.append({"question": question, "answer": r["answer"], "reference": r["reference"]})
     out_dir = Path(out_dir)
     judge = LLMJudge(config, cache or out_dir / "judge_cache.sqlite", rate_file=rate_file)

@@ -15,7 +15,7 @@ from typing import Any
 
 from atkd.data.jsonl import read_jsonl
 from atkd.data.judge import judge_score
-from atkd.data.template import format_prompt
+from atkd.data.template import prompt_for, question
 from atkd.eval.llm_judge.protocol import ratio
 
 # Fields a record of each task kind must have (read_jsonl checks presence and type, with file:line).
@@ -26,13 +26,25 @@ REQUIRED_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
-def _doc(record: Mapping[str, Any], fallback_id: str, kind: str, where: str) -> dict[str, Any]:
-    """One flat lm-eval document. The full record travels as a JSON string in `record`, because its
-    nested, heterogeneous fields (`judge`, `answer_dist`) would otherwise be widened by Arrow's schema
-    inference into structs full of nulls that the judge cannot read back."""
+@lru_cache(maxsize=2)
+def _tokenizer(path: str) -> Any:
+    from atkd.models.tokenizer import load_tokenizer
+
+    return load_tokenizer(path)
+
+
+def _doc(
+    record: Mapping[str, Any], fallback_id: str, kind: str, where: str, tokenizer: Any = None
+) -> dict[str, Any]:
+    """One flat lm-eval document: its prompt as training builds it (`prompt_for`: the chat template of
+    `tokenizer` if given, else the suite's template) and the bare request (`question`, what a judge is
+    shown). The full record travels as a JSON string in `record`, because its nested, heterogeneous
+    fields (`judge`, `answer_dist`) would otherwise be widened by Arrow's schema inference into structs
+    full of nulls that the judge cannot read back."""
     doc = {
         "id": str(record.get("id", fallback_id)),
-        "prompt": format_prompt(record["instruction"], record.get("input")),
+        "prompt": prompt_for(record["instruction"], record.get("input"), tokenizer),
+        "question": question(record["instruction"], record.get("input")),
         "reference": record["output"],
         "record": json.dumps(record, ensure_ascii=False),
     }
@@ -44,16 +56,18 @@ def _doc(record: Mapping[str, Any], fallback_id: str, kind: str, where: str) -> 
     return doc
 
 
-def read_docs(path: str | Path, kind: str) -> list[dict[str, Any]]:
-    """Read a suite file into flat documents (errors name file and line)."""
+def read_docs(path: str | Path, kind: str, tokenizer: str | None = None) -> list[dict[str, Any]]:
+    """Read a suite file into flat documents (errors name file and line); `tokenizer` (a path) prompts
+    through its chat template."""
     if kind not in REQUIRED_FIELDS:
         raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(REQUIRED_FIELDS)}")
     path = Path(path)
     if not path.is_file():
         hint = "" if kind == "instruct" else " (generate the world with `atkd world`)"
         raise FileNotFoundError(f"suite file not found: {path}{hint}")
+    chat = None if tokenizer is None else _tokenizer(str(tokenizer))
     docs = [
-        _doc(rec, f"{path.stem}-{i:06d}", kind, f"{path}: record {i + 1}")
+        _doc(rec, f"{path.stem}-{i:06d}", kind, f"{path}: record {i + 1}", chat)
         for i, rec in enumerate(read_jsonl(path, REQUIRED_FIELDS[kind], optional={"input": str}))
     ]
     if not docs:
@@ -61,17 +75,20 @@ def read_docs(path: str | Path, kind: str) -> list[dict[str, Any]]:
     return docs
 
 
-def load_suite(path: str, kind: str, fewshot_path: str | None = None, **_: Any) -> Any:
+def load_suite(
+    path: str, kind: str, fewshot_path: str | None = None, tokenizer: str | None = None, **_: Any
+) -> Any:
     """`custom_dataset` of every task: a DatasetDict with split `test` (and `fewshot` if a pool is given).
 
     lm-eval calls this with the task's `metadata` and `dataset_kwargs` as keyword arguments; the path
-    arrives in `dataset_kwargs`, written at run time into the run's task YAML (see atkd.eval.harness).
+    (and, for a model with a chat template, its `tokenizer`) arrives in `dataset_kwargs`, written at run
+    time into the run's task YAML (see atkd.eval.harness).
     """
     import datasets
 
-    splits = {"test": datasets.Dataset.from_list(read_docs(path, kind))}
+    splits = {"test": datasets.Dataset.from_list(read_docs(path, kind, tokenizer))}
     if fewshot_path:
-        splits["fewshot"] = datasets.Dataset.from_list(read_docs(fewshot_path, kind))
+        splits["fewshot"] = datasets.Dataset.from_list(read_docs(fewshot_path, kind, tokenizer))
     return datasets.DatasetDict(splits)
 
 

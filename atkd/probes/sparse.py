@@ -1,0 +1,176 @@
+"""`atkd sparse-accuracy`: how well a teacher's top-K view (the sparse cache) stands in for its full
+distribution, measured on one teacher, one student and real records.
+
+For each K and loss (fkl, rkl, tvd, jsd, each with and without +ATKD) the loss and its gradient in the
+student logits are computed against the dense teacher and against the top-K view exactly as the cache
+stores it (uint16 indices where the vocabulary allows, float16 log-probabilities; float32 target and tail;
+docs/losses.md), on the same student logits and labels. One row per (K, loss, atkd): bytes per position,
+the loss's relative error, the gradient's cosine similarity and relative norm error
+(||g_sparse - g_dense|| / ||g_dense||), the mean tail mass and how often the target is in the top K.
+
+    atkd sparse-accuracy --teacher results/models/teachers/smollm2/final \\
+        --student results/models/student-base/final --data data/instruct-eval/dolly.jsonl --k 8 64 \\
+        --name smollm2 --out results/probes/smollm2/sparse.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atkd.fsutil import atomic_write_rows
+from atkd.losses import build_loss, sparse_from_logits
+from atkd.train.data import IGNORE_INDEX, Example, collate, load_examples
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("fkl", "rkl", "tvd", "jsd")
+FIELDS = [
+    "teacher", "positions", "vocab", "k", "bytes_per_position", "dense_bytes_per_position", "loss", "atkd",
+    "dense_loss", "sparse_loss", "loss_rel_error", "grad_cosine", "grad_rel_norm_error", "tail_mass_mean",
+    "target_in_topk",
+]  # fmt: skip
+ATKD = {"k": 0.5, "lam": 0.2}  # the paper's defaults
+
+
+def bytes_per_position(k: int, vocab: int) -> int:
+    """What the sparse cache stores per position: K indices (16 bits up to 65,536 tokens, else 32), K
+    float16 log-probabilities, and the float32 target log-probability and tail log-mass."""
+    return k * (2 if vocab <= 1 << 16 else 4) + k * 2 + 8
+
+
+@torch.no_grad()
+def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].double()
+
+
+def pooled_logits(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    examples: Sequence[Example],
+    pad_id: int,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(student logits, teacher logits, labels) of every example, batched, padded to one length (float64:
+    the comparison measures the cache's error, not float32's)."""
+    parts = []
+    for lo in range(0, len(examples), batch_size):
+        batch = collate(list(examples[lo : lo + batch_size]), pad_id)
+        parts.append((_logits(student, batch), _logits(teacher, batch), batch["labels"][:, 1:]))
+    width = max(p[0].shape[1] for p in parts)
+
+    def pad(x: torch.Tensor, value: float) -> torch.Tensor:
+        grow = (0, 0, 0, width - x.shape[1]) if x.dim() == 3 else (0, width - x.shape[1])
+        return torch.nn.functional.pad(x, grow, value=value)
+
+    vocab = min(p[0].shape[-1] for p in parts)  # a teacher padded wider than the student: extra rows cut
+    s = torch.cat([pad(p[0][..., :vocab], 0.0) for p in parts])
+    t = torch.cat([pad(p[1][..., :vocab], 0.0) for p in parts])
+    return s, t, torch.cat([pad(p[2], IGNORE_INDEX) for p in parts])
+
+
+def compare(
+    name: str, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]
+) -> list[dict[str, Any]]:
+    """The rows of one teacher: every K x loss x (with, without +ATKD) on student logits `s`, teacher
+    logits `t` and `labels` (B, T)."""
+    vocab = t.shape[-1]
+    index_dtype = torch.int16 if vocab <= 1 << 15 else torch.int32  # bytes: uint16 on disk up to 65536
+    rows = []
+    mask = labels != IGNORE_INDEX
+    for k in ks:
+        if not 0 < k < vocab:
+            raise ValueError(f"k {k} must be between 1 and the vocabulary ({vocab}) - 1")
+        sparse = sparse_from_logits(t, labels, k, index_dtype=index_dtype, value_dtype=torch.float16)
+        in_top = (sparse.indices.long() == labels.clamp_min(0).unsqueeze(-1)).any(-1)[mask]
+        tail = sparse.tail[mask].double().exp()
+        for loss_name in LOSSES:
+            for atkd in (False, True):
+                loss = build_loss({"name": loss_name, **({"atkd": ATKD} if atkd else {})})
+                a, b = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
+                dense, approx = loss(a, t, labels), loss(b, sparse, labels)
+                dense.backward()
+                approx.backward()
+                ga, gb = a.grad.double().flatten(), b.grad.double().flatten()
+                d, x = float(dense), float(approx)
+                rows.append(
+                    dict(
+                        teacher=name, positions=int(mask.sum()), vocab=vocab, k=k,
+                        bytes_per_position=bytes_per_position(k, vocab), dense_bytes_per_position=vocab * 2,
+                        loss=loss_name, atkd="on" if atkd else "off",
+                        dense_loss=f"{d:.6g}", sparse_loss=f"{x:.6g}",
+                        loss_rel_error=f"{abs(x - d) / max(abs(d), 1e-12):.3e}",
+                        grad_cosine=f"{float(torch.nn.functional.cosine_similarity(ga, gb, 0)):.6f}",
+                        grad_rel_norm_error=f"{float((gb - ga).norm() / ga.norm()):.3e}",
+                        tail_mass_mean=f"{float(tail.mean()):.4f}",
+                        target_in_topk=f"{float(in_top.float().mean()):.4f}",
+                    )
+                )  # fmt: skip
+    return rows
+
+
+def sparse_accuracy(
+    teacher: str | Path,
+    student: str | Path,
+    data: Sequence[str | Path],
+    ks: Sequence[int],
+    *,
+    name: str,
+    limit: int | None = None,
+    max_length: int = 512,
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
+    """`compare` on the first `limit` records of each file of `data`, prompted as in training (the
+    student's tokenizer: atkd.data.template)."""
+    from atkd.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(student)
+    examples = [ex for f in data for ex in load_examples(f, tok, max_length)[:limit]]
+    t_model = load_model(teacher).eval()
+    s_model = load_model(student).eval()
+    s, t, labels = pooled_logits(s_model, t_model, examples, tok.pad_token_id, batch_size)
+    return compare(name, s, t, labels, ks)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = sparse_accuracy(
+        args.teacher,
+        args.student,
+        args.data,
+        args.k,
+        name=args.name,
+        limit=args.limit,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+    )
+    atomic_write_rows(Path(args.out), rows, FIELDS)
+    log.info("%s: %d rows over %s positions -> %s", args.name, len(rows), rows[0]["positions"], args.out)
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add `atkd sparse-accuracy --teacher DIR --student DIR --data FILE... --k K... --out CSV`."""
+    p = subparsers.add_parser(
+        "sparse-accuracy",
+        help="loss and gradient of a top-K teacher (the sparse cache) against the dense one",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("--teacher", required=True, help="teacher checkpoint directory or Hub id")
+    p.add_argument("--student", required=True, help="the student (tokenizer alongside)")
+    p.add_argument("--data", required=True, nargs="+", help="instruction records (.jsonl), one or more files")
+    p.add_argument("--k", required=True, nargs="+", type=int, help="top-K sizes to measure")
+    p.add_argument("--name", required=True, help="the teacher's name in the rows")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--limit", type=int, default=None, help="first N records (of each file)")
+    p.add_argument("--batch-size", type=int, default=8, help="records per forward pass")
+    p.add_argument("--max-length", type=int, default=512, help="tokens per record (truncated beyond)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.set_defaults(func=_run_cli)

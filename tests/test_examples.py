@@ -1,0 +1,176 @@
+"""The worked examples of extending the suite (examples/): each checked against a direct float64
+computation of its authors' formulas."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from atkd.losses import build_loss
+from atkd.plugins import load_plugin
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def akl_module():
+    return load_plugin(str(ROOT / "examples" / "akl.py"))
+
+
+def akl_reference(p: list[float], q: list[float], mu: float) -> float:
+    """AKL of one token in plain Python, step by step as in the authors' AKL.py (wutaiqiang/LLM_KD_AKL):
+    sort by teacher probability, the tail where the running sum exceeds mu (top-1 always head), gaps
+    |p - q| summed per part, FKL weighted by the head share and RKL by the tail share."""
+    order = sorted(range(len(p)), key=lambda v: -p[v])
+    running, g_head, g_tail = 0.0, 0.0, 0.0
+    for rank, v in enumerate(order):
+        running += p[v]
+        gap = abs(p[v] - q[v])
+        if running > mu and rank > 0:
+            g_tail += gap
+        else:
+            g_head += gap
+    fkl = sum(pv * (math.log(pv) - math.log(qv)) for pv, qv in zip(p, q))
+    rkl = sum(qv * (math.log(qv) - math.log(pv)) for pv, qv in zip(p, q))
+    if g_head + g_tail == 0:
+        return 0.0
+    return g_head / (g_head + g_tail) * fkl + g_tail / (g_head + g_tail) * rkl
+
+
+@pytest.mark.parametrize("mu", [0.5, 0.2, 0.9])
+@pytest.mark.parametrize("shape", [(2, 3, 7), (1, 5, 64)])
+def test_akl_matches_the_authors_formula_in_float64(akl_module, mu, shape):
+    gen = torch.Generator().manual_seed(shape[-1] + int(mu * 10))
+    t = torch.randn(*shape, generator=gen, dtype=torch.float64) * 3
+    s = torch.randn(*shape, generator=gen, dtype=torch.float64) * 2
+    labels = torch.randint(0, shape[-1], shape[:2], generator=gen)
+    labels[0, 0] = -100  # a masked position does not count
+    loss = build_loss({"name": "akl", "mu": mu})(s, t, labels)
+    p, q = torch.softmax(t, -1), torch.softmax(s, -1)
+    per_token = [
+        akl_reference(p[b, i].tolist(), q[b, i].tolist(), mu)
+        for b in range(shape[0])
+        for i in range(shape[1])
+        if labels[b, i] != -100
+    ]
+    assert float(loss) == pytest.approx(sum(per_token) / len(per_token), rel=1e-10)
+
+
+def test_akl_weights_are_constants_and_equal_distributions_give_zero(akl_module):
+    """The gradient is that of the weighted KLs with the weights held fixed (the authors' weights use the
+    student's probabilities without gradient); a student equal to the teacher gets loss 0, not NaN."""
+    gen = torch.Generator().manual_seed(0)
+    t = torch.randn(4, 9, generator=gen, dtype=torch.float64)
+    s = torch.randn(4, 9, generator=gen, dtype=torch.float64, requires_grad=True)
+    lp, lq = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
+    w_head, w_tail = akl_module.akl_weights(lp, lq, 0.5)
+    assert not w_head.requires_grad and torch.allclose(w_head + w_tail, torch.ones(4, dtype=torch.float64))
+    (grad,) = torch.autograd.grad(akl_module.akl(lp, lq).sum(), s, retain_graph=True)
+    fixed = w_head * (lp.exp() * (lp - lq)).sum(-1) + w_tail * (lq.exp() * (lq - lp)).sum(-1)
+    (expected,) = torch.autograd.grad(fixed.sum(), s)
+    assert torch.allclose(grad, expected)
+    same = akl_module.akl(lp, lp.clone())
+    assert torch.equal(same, torch.zeros(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="mu"):
+        build_loss({"name": "akl", "mu": 1.5})
+
+
+# ------------------------------------------------------------------------------------------------ TAID
+@pytest.fixture(scope="module")
+def taid_module():
+    return load_plugin(str(ROOT / "examples" / "taid.py"))
+
+
+def taid_schedule_reference(losses, total, t_start=0.4, t_end=1.0, alpha=5e-4, beta=0.99):
+    """t after each step, transcribed from the authors' TAID.update_t (SakanaAI/TAID,
+    src/distil_losses/taid.py) in plain Python: the first call only stores the loss; then the relative
+    change feeds a momentum, sigmoid(momentum) scales a step towards 1, floored by the linear schedule at
+    global_step / num_train_steps (global_step: optimiser steps before this one) and capped at t_end."""
+    t, prev, momentum, out = t_start, float("inf"), 0.0, []
+    for global_step, loss in enumerate(losses):
+        if prev == float("inf"):
+            prev = loss
+            out.append(t)
+            continue
+        relative_change = (prev - loss) / (prev + 1e-15)
+        momentum = beta * momentum + (1 - beta) * relative_change
+        adaptive_delta = 1 / (1 + math.exp(-momentum))
+        t_target = t_start + (t_end - t_start) * (global_step / total)
+        t = min(t_end, max(t_target, t + alpha * adaptive_delta * (1 - t)))
+        prev = loss
+        out.append(t)
+    return out
+
+
+def test_taid_schedule_matches_the_authors_update(taid_module):
+    """Per step, `after_step` moves t exactly as the authors' update does, from the step's J (the
+    cross-entropy to p_t at the old t), falling or rising losses alike, capped at t_end."""
+    loss = build_loss("fkl")
+    total = 40
+    method = taid_module.TAID(loss, total_steps=total, alpha=0.05)
+    gen = torch.Generator().manual_seed(1)
+    js = []
+    for step in range(1, total + 1):
+        s = torch.randn(2, 5, 11, generator=gen, dtype=torch.float64)
+        t = torch.randn(2, 5, 11, generator=gen, dtype=torch.float64) * 2
+        labels = torch.randint(0, 11, (2, 5), generator=gen)
+        labels[1, :2] = -100
+        method(s, t, labels)
+        p = torch.softmax(taid_module.interpolate(s, t, method.t), -1)[labels != -100]
+        js.append(float(-(p * torch.log_softmax(s, -1)[labels != -100]).sum(-1).mean()))
+        method.after_step(step, {})
+        expected = taid_schedule_reference(js, total, alpha=0.05)[-1]
+        assert method.t == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert 0.4 < method.t <= 1.0 and method.prev == pytest.approx(js[-1])
+
+
+@pytest.mark.parametrize("atkd", [False, True])
+def test_taid_loss_is_the_divergence_to_the_interpolated_target(taid_module, atkd):
+    """Without ATKD: KL(p_t || q) per target token, averaged, with p_t = softmax((1-t) sg(z_s) + t z_T)
+    computed directly in float64; with ATKD the tokens are ranked by the teacher's own UnC, not p_t's."""
+    gen = torch.Generator().manual_seed(2)
+    s = torch.randn(3, 6, 13, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(3, 6, 13, generator=gen, dtype=torch.float64) * 3
+    labels = torch.randint(0, 13, (3, 6), generator=gen)
+    spec = {"name": "fkl", **({"atkd": {"k": 0.5, "lam": 0.2}} if atkd else {})}
+    method = taid_module.TAID(build_loss(spec), total_steps=10, t_start=0.3)
+    got = method(s, t, labels)
+    target = 0.7 * s.detach() + 0.3 * t
+    if not atkd:
+        lp, lq = torch.log_softmax(target, -1), torch.log_softmax(s, -1)
+        expected = (lp.exp() * (lp - lq)).sum(-1).mean()
+    else:
+        expected = build_loss(spec)(s, target, labels, rank_by=t)
+        assert not torch.allclose(expected, build_loss(spec)(s, target, labels))  # the ranking matters
+    assert torch.allclose(got, expected, rtol=1e-12)
+    (grad,) = torch.autograd.grad(got, s, retain_graph=True)
+    (ref,) = torch.autograd.grad(expected, s)
+    assert torch.allclose(grad, ref, rtol=1e-10)
+
+
+def test_taid_resumes_exactly_after_a_kill(taid_module, tmp_path):
+    """A TAID run killed after step 3 and run again ends with the weights and the t of an uninterrupted
+    run (t, the last J and the momentum travel with the checkpoint)."""
+    from helpers.tiny_world import killed_then_resumed, train_config, write_world
+
+    from atkd.train import train
+
+    world = write_world(tmp_path / "world")
+    teacher = train(train_config(world, tmp_path / "teacher", max_steps=4))
+    kw = dict(
+        loss="fkl", teacher=str(teacher), max_steps=6, checkpoint_every=1, keep_final_checkpoint=True,
+        plugins=[str(ROOT / "examples" / "taid.py")], stateful={"name": "taid", "alpha": 0.2},
+    )  # fmt: skip
+    whole = train(train_config(world, tmp_path / "whole", **kw))
+    resumed = killed_then_resumed(train_config(world, tmp_path / "killed", **kw), at=3)
+    a = (whole / "model.safetensors").read_bytes()
+    assert (resumed / "model.safetensors").read_bytes() == a
+
+    def final_t(out):
+        latest = sorted((out.parent / "checkpoints").iterdir())[-1]
+        return torch.load(latest / "state.pt", weights_only=False)["method"]
+
+    assert final_t(resumed) == final_t(whole) and final_t(whole)["t"] > 0.4
