@@ -1,0 +1,118 @@
+"""The study module: which runs exist, what each reads, and what every job is told, from a config alone
+(no Snakemake). The workflow's dry runs (tests/test_workflow.py) check the same plans through the rules."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from atkd.study import NO_TEACHER, Run, Study, TeacherRef
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+
+
+def study(**changes) -> Study:
+    cfg = copy.deepcopy(SMOKE)
+    cfg.update(changes)
+    return Study(cfg)
+
+
+def test_runs_are_methods_by_teachers_by_variants_by_seeds():
+    s = study(seeds=[1, 2])
+    runs = s.runs()
+    assert Run("sft", NO_TEACHER, "off", 1) in runs and Run("sft", NO_TEACHER, "on", 1) not in runs
+    assert {r.teacher for r in runs if r.method == "kd"} == {"neox-48x2", "neox-64x2"}
+    assert {r.atkd for r in runs if r.method == "tkd_only"} == {"off"}
+    assert {r.atkd for r in runs if r.method == "kd_k70"} == {"on"}
+    assert len(runs) == len(set(runs)) and {r.seed for r in runs} == {1, 2}
+    per_seed = 1 + 2 * 2 + 2 * 8 + 1 + 1 + 1 + 2  # sft; kd at two teachers; 8 others +-ATKD; one-variant ones
+    assert len(runs) == 2 * per_seed
+    assert Run("kd", "neox-64x2", "on", 2).id == "kd/neox-64x2/on/s2"
+
+
+def test_seed_counts_per_method_and_per_teacher():
+    cfg = copy.deepcopy(SMOKE)
+    cfg["seeds"] = [1, 2, 3]
+    cfg["methods"]["sft"]["seeds"] = 1
+    cfg["methods"]["kd"]["seeds"] = {"neox-48x2": 2}
+    runs = Study(cfg).runs()
+    assert sorted({r.seed for r in runs if r.method == "sft"}) == [1]
+    assert sorted({r.seed for r in runs if r.method == "kd" and r.teacher == "neox-48x2"}) == [1, 2]
+    assert sorted({r.seed for r in runs if r.method == "kd" and r.teacher == "neox-64x2"}) == [1, 2, 3]
+
+
+def test_teacher_refs_name_the_teacher_its_early_checkpoint_or_an_assistant():
+    s, p = study(), study().paths
+    assert s.teacher_ref("kd", "neox-64x2") == TeacherRef("neox-64x2")
+    early = s.teacher_ref("kd_early", "neox-64x2")
+    assert early.key == "neox-64x2@epoch-0.1" and TeacherRef.parse(early.key) == early
+    assert early.model_dir(p) == f"{p.teachers}/neox-64x2/hf/epoch-0.1"
+    assert early.done_file(p) == f"{p.teachers}/neox-64x2/train_summary.json"
+    ta = s.teacher_ref("kd_ta", "neox-64x2")
+    assert ta.key == "neox-64x2@ta-neox-48x2"
+    assert ta.model_dir(p) == f"{p.assistants}/neox-64x2/neox-48x2/final"
+    assert ta.done_file(p) == f"{p.assistants}/neox-64x2/neox-48x2/train_summary.json"
+    assert s.early_epochs("neox-64x2") == [0.1] and s.early_epochs("neox-48x2") == []
+
+
+def test_distill_plans_read_a_cache_a_generated_file_or_the_live_teacher():
+    s = study()
+    p = s.paths
+    fields, inputs = s.distill_plan("kd", "neox-64x2", "on")  # ground truth: the cache
+    assert fields["teacher_cache"] == f"{p.caches}/neox-64x2/gt" and "teacher" not in fields
+    assert fields["loss"] == {"name": "fkl", "atkd": {"k": 0.5, "lam": 0.2}}
+    assert f"{p.caches}/neox-64x2/gt/meta.json" in inputs
+    fields, _ = s.distill_plan("seqkd", "neox-64x2", "on")  # every batch from the teacher's answers
+    assert fields["train_data"] == f"{p.generated}/neox-64x2/train.jsonl"
+    assert fields["teacher_cache"] == f"{p.caches}/neox-64x2/gen" and fields["loss"]["name"] == "fkl"
+    fields, inputs = s.distill_plan("seqkd", "neox-64x2", "off")  # CE on the answers: no teacher
+    assert "teacher" not in fields and "teacher_cache" not in fields
+    fields, inputs = s.distill_plan("gkd", "neox-64x2", "off")  # on-policy half the time: live + cache
+    assert fields["teacher"] == f"{p.teachers}/neox-64x2/final" and "teacher_cache" in fields
+    assert fields["sampling"]["source"] == "student"
+    fields, inputs = s.distill_plan("sft", NO_TEACHER, "off")
+    assert set(fields) == {"train_data", "loss"} and len(inputs) == 2
+    off = copy.deepcopy(SMOKE)
+    off["methods"]["rkd"]["teacher_cache"] = False
+    fields, _ = Study(off).distill_plan("rkd", "neox-64x2", "off")
+    assert "teacher_cache" not in fields and fields["teacher"] == f"{p.teachers}/neox-64x2/final"
+
+
+def test_every_evaluated_model_has_its_metadata():
+    s = study(evaluation={**SMOKE["evaluation"], "student_base": True})
+    p = s.paths
+    dirs = s.evaluated_dirs()
+    assert dirs[-1] == p.student_base and f"{p.teachers}/neox-64x2" in dirs
+    run = Run("kd", "neox-64x2", "on", 1)
+    assert (
+        s.meta_for_dir(p.run_dir(run))
+        == s.run_meta(run)
+        == dict(
+            run="kd/neox-64x2/on/s1", student="neox-32x2", teacher="neox-64x2", method="kd", atkd="on", seed=1
+        )
+    )
+    assert s.meta_for_dir(p.run_dir(Run("sft", NO_TEACHER, "off", 1)))["teacher"] == ""
+    assert s.meta_for_dir(f"{p.teachers}/neox-64x2")["method"] == "teacher"
+    assert s.meta_for_dir(p.student_base) == s.base_meta() and s.base_meta()["method"] == "base"
+
+
+def test_landscapes_follow_their_section():
+    cfg = copy.deepcopy(SMOKE)
+    cfg["seeds"] = [1, 2, 3]
+    cfg["landscape"]["seeds"] = 2
+    dirs = Study(cfg).landscape_dirs()
+    assert len(dirs) == 2 * 2 and all("/landscape/kd/neox-64x2/" in d for d in dirs)
+
+
+@pytest.mark.parametrize("name", ["default", "full", "smoke", "paper-pythia", "paper-opt"])
+def test_every_shipped_config_gives_a_plan_for_every_run(name):
+    s = Study(yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text()))
+    for run in s.runs():
+        fields, inputs = s.distill_plan(run.method, run.teacher, run.atkd)
+        assert "--set" in s.distill_args(run) and inputs[0].endswith("student-base/train_summary.json")
+        if run.teacher != NO_TEACHER and fields["loss"]["name"] != "ce":
+            assert "teacher" in fields or "teacher_cache" in fields, run
