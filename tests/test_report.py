@@ -414,6 +414,9 @@ def test_report_shows_reference_probes_and_the_sparse_cache_accuracy(tmp_path):
     assert "larger teachers are more confident: **supported**" in text
     assert "## Sparse teacher cache: a top-K teacher against the dense one" in text
     assert "| t-big | 64 | 264 (dense 98304) | 0.0100 | 0.970 | fkl | on | 1.23e-02 | 0.9991 |" in text
+    one = tmp_path / "one"
+    report(metrics, models, one / "tables", one / "figures", ["kd"], probes=probes[1:], sparse=[sparse])
+    assert "confident is **not measured**: this run has one teacher" in (one / "REPORT.md").read_text()
     bad = tmp_path / "not-probes.csv"
     pd.DataFrame({"model": ["x"], "unc_mean": [0.1]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match=r"not a probes table .*missing columns \['unc_below_0.1'"):

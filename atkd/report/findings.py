@@ -156,6 +156,12 @@ def _f2_f3(
             f" data); the verdict below uses this run's {len(wide)} teacher(s) only.",
         ]
     unc = list(wide["unc_mean"])
+    if len(unc) < 2:
+        return lines + [
+            "",
+            f"- Mean teacher UnC: {unc[0]:.4f}. Whether larger teachers are more confident is"
+            " **not measured**: this run has one teacher.",
+        ]
     falling = all(b < a for a, b in zip(unc, unc[1:]))
     rising = all(b > a for a, b in zip(unc, unc[1:]))
     verdict = "supported" if falling else "not supported" if rising else "inconclusive (not monotone)"
