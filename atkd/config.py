@@ -151,8 +151,30 @@ def _spec(where: str, spec: Any, atkd: Mapping[str, Any] | None = None) -> Any:
         raise ConfigError(f"{where}: {err}") from None
 
 
+# What a method produced by a user's rule (`rule:`) may set: which runs exist. How it trains is the rule's.
+RULE_METHOD_KEYS = ("rule", "loss", "teacher", "teachers", "seeds", "atkd")
+
+
+def _check_rule_method(where: str, method: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    if extra := [k for k in method if k not in RULE_METHOD_KEYS]:
+        raise ConfigError(
+            f"{where}.{extra[0]}: a method produced by a rule sets only {', '.join(RULE_METHOD_KEYS)};"
+            " how it trains is up to its rule"
+        )
+    if not config.get("workflow_plugins"):
+        raise ConfigError(
+            f"{where}.rule: rule {method['rule']!r} needs the file defining it in workflow_plugins"
+        )
+    teachers = list(config["teachers"])
+    for t in [] if method.get("teachers", "all") == "all" else method["teachers"]:
+        if t not in teachers:
+            raise ConfigError(f"{where}.teachers: unknown teacher {t!r}; valid: {', '.join(teachers)}")
+
+
 def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     where = f"methods.{name}"
+    if "rule" in method:
+        return _check_rule_method(where, method, config)
     for key in method.get("train", {}):
         if key not in METHOD_TRAIN_KEYS:
             raise ConfigError(
@@ -348,6 +370,11 @@ def check_study(config: Mapping[str, Any]) -> None:
         load_plugins(config.get("plugins", []))
     except (ImportError, OSError) as err:
         raise ConfigError(f"plugins: {err}") from None
+    for i, path in enumerate(config.get("workflow_plugins", [])):
+        if not Path(path).is_file():
+            raise ConfigError(
+                f"workflow_plugins[{i}]: no such file {path!r} (a Snakemake file, from the working directory)"
+            )
     for name, method in config["methods"].items():
         _check_method(name, method, config)
         _check_seeds(name, method, config)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -187,8 +188,28 @@ class Study:
         return self.seeds[: seed_count(self.methods[method], teacher, len(self.seeds))]
 
     def variants(self, method: str) -> list[str]:
-        """With and without ATKD, unless the method says otherwise (`atkd: [on]`) or has no teacher."""
-        return ["off"] if not self.needs_teacher(method) else list(self.methods[method].get("atkd", VARIANTS))
+        """With and without ATKD, unless the method says otherwise (`atkd: [on]`) or has no teacher; a
+        method produced by a user's rule runs without ATKD unless it lists both."""
+        if not self.needs_teacher(method):
+            return ["off"]
+        default = ["off"] if "rule" in self.methods[method] else VARIANTS
+        return list(self.methods[method].get("atkd", default))
+
+    def rule_methods(self) -> dict[str, str]:
+        """{method: the user's rule that produces its runs} (`rule:`, from `workflow_plugins`)."""
+        return {m: spec["rule"] for m, spec in self.methods.items() if "rule" in spec}
+
+    def trained_method_pattern(self) -> str:
+        """The `method` wildcard of the study's own distillation rule: any name but the rule methods'."""
+        names = "|".join(re.escape(m) for m in self.rule_methods())
+        return f"(?!(?:{names})$)[A-Za-z0-9_.-]+" if names else "[A-Za-z0-9_.-]+"
+
+    def run_outputs(self, method: str) -> dict[str, str]:
+        """What a rule producing `method`'s runs must declare (Snakemake patterns): the run's summary and
+        its checkpoint, at the run's usual path, so a rule that leaves either fails at the end of its job
+        naming the missing path."""
+        pattern = f"{self.paths.runs}/{method}/{{teacher}}/{{atkd}}/s{{seed}}"
+        return {"summary": f"{pattern}/train_summary.json", "checkpoint": f"{pattern}/final/config.json"}
 
     def runs(self) -> list[Run]:
         """Every distilled student of the study, seed by seed."""

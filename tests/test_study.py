@@ -116,3 +116,24 @@ def test_every_shipped_config_gives_a_plan_for_every_run(name):
         assert "--set" in s.distill_args(run) and inputs[0].endswith("student-base/train_summary.json")
         if run.teacher != NO_TEACHER and fields["loss"]["name"] != "ce":
             assert "teacher" in fields or "teacher_cache" in fields, run
+
+
+def test_methods_produced_by_a_users_rule():
+    """A `rule:` method runs without ATKD unless it lists both variants, is kept out of the study's own
+    distillation rule's wildcard, and its rule must declare the run's summary and checkpoint."""
+    import re
+
+    cfg = copy.deepcopy(SMOKE)
+    cfg["methods"]["trl_gkd"] = {"rule": "trl_gkd", "teachers": ["neox-64x2"]}
+    cfg["methods"]["mine"] = {"rule": "mine", "atkd": ["off", "on"], "teachers": ["neox-64x2"]}
+    s = Study(cfg)
+    assert s.rule_methods() == {"trl_gkd": "trl_gkd", "mine": "mine"}
+    assert {r.atkd for r in s.runs() if r.method == "trl_gkd"} == {"off"}
+    assert {r.atkd for r in s.runs() if r.method == "mine"} == {"off", "on"}
+    pattern = re.compile(s.trained_method_pattern())
+    assert pattern.fullmatch("kd") and pattern.fullmatch("trl_gkd2") and pattern.fullmatch("mine_x")
+    assert not pattern.fullmatch("trl_gkd") and not pattern.fullmatch("mine")
+    assert re.compile(Study(SMOKE).trained_method_pattern()).fullmatch("trl_gkd")
+    outputs = s.run_outputs("trl_gkd")
+    assert outputs["summary"] == f"{s.paths.runs}/trl_gkd/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json"
+    assert outputs["checkpoint"].endswith("/s{seed}/final/config.json")

@@ -476,3 +476,78 @@ def test_the_real_teacher_config_plans_its_steps():
     assert f"--sparse {results}/probes/smollm2/sparse.csv" in report
     (collect,) = [c for c in commands if "atkd curves" in c]
     assert collect.rstrip().split("--teachers")[1].split(")")[0].strip() == ""  # no curves of its own
+
+
+USER_RULE = """
+rule copy_base:
+    \"\"\"A user's baseline: the student base itself, written where a `copybase` run goes.\"\"\"
+    input:
+        **run_inputs("copybase"),
+    output:
+        **run_outputs("copybase"),
+    params:
+        **run_params("copybase"),
+    shell:
+        "cp -r {params.student_base} {params.run_dir}/final"
+        " && echo '{{\\"config\\": {{}}}}' > {output.summary}"
+"""
+
+
+def _user_project(tmp_path, rule_text=USER_RULE, **method):
+    """A project directory outside the repository: a config adding method `copybase`, produced by the
+    user's rule in `my_rules.smk`."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "my_rules.smk").write_text(rule_text)
+    spec = {"rule": "copy_base", "teachers": ["neox-64x2"], **method}
+    cfg = yaml.safe_load(smoke_config(tmp_path).read_text())
+    cfg["methods"]["copybase"] = spec
+    cfg["workflow_plugins"] = ["my_rules.smk"]
+    (project / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return project
+
+
+def test_a_users_rule_produces_a_methods_runs_and_they_are_evaluated(tmp_path):
+    """A method whose runs a user's rule writes (`rule:`): the plan has that rule's job per run, not the
+    study's distillation, and evaluates and collects those runs like any other."""
+    project = _user_project(tmp_path)
+    snakefile = str(ROOT / "workflow" / "Snakefile")
+    out = snakemake(
+        "-s", snakefile, "-n", "-p", "all", "--configfile", "config.yaml", cwd=project, timeout=180
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = job_counts(out)
+    assert counts["copy_base"] == 1  # one teacher, one seed, without ATKD unless it says so
+    runs = [c for c in _commands(out) if "/runs/copybase/" in c and c.startswith("atkd evaluate")]
+    assert len(runs) == 1 and "method=copybase" in runs[0]
+    assert not [c for c in _commands(out) if c.startswith("atkd train") and "/runs/copybase/" in c]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(rule="no_such_rule"), r"methods.copybase.rule: no rule 'no_such_rule' in workflow_plugins"),
+        (
+            dict(sampling={"source": "student"}),
+            r"methods.copybase.sampling: a method produced by a rule sets only",
+        ),
+    ],
+)
+def test_rule_methods_fail_up_front_naming_what_is_wrong(tmp_path, change, message):
+    project = _user_project(tmp_path, **change)
+    snakefile = str(ROOT / "workflow" / "Snakefile")
+    out = snakemake("-s", snakefile, "-n", "all", "--configfile", "config.yaml", cwd=project, timeout=180)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and re.search(message, text), text[-2000:]
+
+
+def test_a_rule_without_the_run_outputs_or_an_unknown_rule_file_fails_up_front(tmp_path):
+    snakefile = str(ROOT / "workflow" / "Snakefile")
+    project = _user_project(tmp_path, USER_RULE.replace('**run_outputs("copybase")', "'somewhere.txt'"))
+    out = snakemake("-s", snakefile, "-n", "all", "--configfile", "config.yaml", cwd=project, timeout=180)
+    assert out.returncode != 0 and "must declare the run's outputs" in out.stdout + out.stderr
+    (project / "my_rules.smk").unlink()
+    out = snakemake("-s", snakefile, "-n", "all", "--configfile", "config.yaml", cwd=project, timeout=180)
+    assert (
+        out.returncode != 0 and "workflow_plugins[0]: no such file 'my_rules.smk'" in out.stdout + out.stderr
+    )

@@ -179,6 +179,48 @@ def landscape_dirs():
     return STUDY.landscape_dirs()
 
 
+def run_outputs(method):
+    """The outputs a user's rule producing `method`'s runs declares: `output: **run_outputs("m")`."""
+    return STUDY.run_outputs(method)
+
+
+def run_inputs(method):
+    """What such a rule may read: the student base, the training data and the run's teacher (done files
+    as inputs; the folders themselves through `run_params`)."""
+    return dict(
+        base=f"{STUDENT_BASE}/train_summary.json",
+        data=f"{WORLD}/manifest.json",
+        teacher=lambda w: [] if w.teacher == NO_TEACHER else teacher_done(w.teacher),
+    )
+
+
+def run_params(method):
+    """Paths a user's rule passes to its command: student base, training file, teacher, the run's folder."""
+    return dict(
+        student_base=f"{STUDENT_BASE}/final",
+        train_data=f"{WORLD}/train.jsonl",
+        teacher=lambda w: "" if w.teacher == NO_TEACHER else teacher_model(w.teacher),
+        run_dir=lambda w: run_dir(method, w.teacher, w.atkd, w.seed),
+    )
+
+
+def check_rule_methods(workflow, plugins):
+    """Every `rule:` method names a rule of the workflow plugins that declares `run_outputs` (else the
+    config check fails here, before any job, naming what is missing)."""
+    for method, name in STUDY.rule_methods().items():
+        found = next((r for r in workflow.rules if r.name == name), None)
+        if found is None:
+            raise ValueError(f"methods.{method}.rule: no rule {name!r} in workflow_plugins {plugins}")
+        example = dict(teacher=STUDY.teachers[0], atkd="off", seed=STUDY.seeds[0])  # a run's concrete paths
+        wanted = [v.format(**example) for v in STUDY.run_outputs(method).values()]
+        missing = [v for v in wanted if not any(o.match(v) for o in found.output)]
+        if missing:
+            raise ValueError(
+                f"rule {name!r} (methods.{method}) must declare the run's outputs, `output: **run_outputs"
+                f"({method!r})`; missing {missing[0]}"
+            )
+
+
 def parent(path_kind, index=0, up=1):
     """Param function: the directory `up` levels above input/output file `index`."""
 

@@ -2,6 +2,8 @@
 
 
 rule distill:
+    wildcard_constraints:
+        method=STUDY.trained_method_pattern(),  # not the methods a user's rule produces (`rule:`)
     conda:
         ENV
     input:
