@@ -15,6 +15,20 @@ from atkd.plugins import load_plugin
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _registries_restored():
+    """The examples register `akl` and `taid` in this process; later tests see the registries as before
+    (their error messages list the registered names)."""
+    from atkd.losses import DIVERGENCES
+    from atkd.train.stateful import STATEFUL
+
+    saved = dict(DIVERGENCES), dict(STATEFUL)
+    yield
+    for registry, before in zip((DIVERGENCES, STATEFUL), saved, strict=True):
+        registry.clear()
+        registry.update(before)
+
+
 @pytest.fixture(scope="module")
 def akl_module():
     return load_plugin(str(ROOT / "examples" / "akl.py"))

@@ -180,12 +180,12 @@ def landscape_dirs():
 
 
 def run_outputs(method):
-    """The outputs a user's rule producing `method`'s runs declares: `output: **run_outputs("m")`."""
+    """The outputs (run summary and checkpoint) that a user's rules declare for `method`'s runs."""
     return STUDY.run_outputs(method)
 
 
 def run_inputs(method):
-    """What such a rule may read: the student base, the training data and the run's teacher (done files
+    """What such rules may read - the student base, the training data and the run's teacher (done files
     as inputs; the folders themselves through `run_params`)."""
     return dict(
         base=f"{STUDENT_BASE}/train_summary.json",
@@ -195,7 +195,7 @@ def run_inputs(method):
 
 
 def run_params(method):
-    """Paths a user's rule passes to its command: student base, training file, teacher, the run's folder."""
+    """Paths for a user's command - student base, training file, teacher, the run's folder."""
     return dict(
         student_base=f"{STUDENT_BASE}/final",
         train_data=f"{WORLD}/train.jsonl",
@@ -216,8 +216,8 @@ def check_rule_methods(workflow, plugins):
         missing = [v for v in wanted if not any(o.match(v) for o in found.output)]
         if missing:
             raise ValueError(
-                f"rule {name!r} (methods.{method}) must declare the run's outputs, `output: **run_outputs"
-                f"({method!r})`; missing {missing[0]}"
+                f"methods.{method}: {name!r} must declare the run's outputs with **run_outputs({method!r})"
+                f" in its output section; missing {missing[0]}"
             )
 
 
