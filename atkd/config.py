@@ -151,8 +151,9 @@ def _spec(where: str, spec: Any, atkd: Mapping[str, Any] | None = None) -> Any:
         raise ConfigError(f"{where}: {err}") from None
 
 
-# What a method produced by a user's rule (`rule:`) may set: which runs exist. How it trains is the rule's.
-RULE_METHOD_KEYS = ("rule", "loss", "teacher", "teachers", "seeds", "atkd")
+# What a method produced by a user's rule (`rule:`) may set: which runs exist, and `params`, the rule's own
+# settings (passed on untouched). How it trains is the rule's.
+RULE_METHOD_KEYS = ("rule", "loss", "teacher", "teachers", "seeds", "atkd", "atkd_options", "params")
 
 
 def _check_rule_method(where: str, method: Mapping[str, Any], config: Mapping[str, Any]) -> None:
@@ -175,6 +176,8 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
     where = f"methods.{name}"
     if "rule" in method:
         return _check_rule_method(where, method, config)
+    if "params" in method:
+        raise ConfigError(f"{where}.params: only a method produced by a rule (`rule:`) takes params")
     for key in method.get("train", {}):
         if key not in METHOD_TRAIN_KEYS:
             raise ConfigError(
@@ -186,9 +189,17 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
         from atkd.train.stateful import build_stateful
 
         try:
-            build_stateful(method["stateful"], build_loss(method["loss"]), total_steps=1)
+            built = build_stateful(method["stateful"], build_loss(method["loss"]), total_steps=1)
         except ValueError as err:
             raise ConfigError(f"{where}.{err}") from None
+        cache = config.get("teacher_cache", {})
+        sparse = cache.get("enabled", True) and cache.get("topk") and method.get("teacher_cache", True)
+        if getattr(built, "dense_teacher", False) and sparse:
+            raise ConfigError(
+                f"{where}.stateful: {method['stateful']['name']} needs the teacher's full logits, and"
+                f" teacher_cache.topk: {cache['topk']} keeps the top {cache['topk']} only; set"
+                f" {where}.teacher_cache: false (a live teacher) or drop teacher_cache.topk"
+            )
     try:
         sampling = parse_sampling(method.get("sampling"))
     except ValueError as err:
@@ -346,6 +357,31 @@ def _check_budget_sweep(config: Mapping[str, Any]) -> None:
         raise ConfigError("budget_sweep.members: budgets mix epochs and max_steps; give them all one kind")
 
 
+def _check_comparisons(config: Mapping[str, Any]) -> None:
+    """`comparisons:` name configured methods, a teacher both of them run with, variants both have."""
+    methods = config["methods"]
+    for i, c in enumerate(config.get("comparisons", [])):
+        where = f"comparisons[{i}]"
+        for key in ("a", "b"):
+            if c[key] not in methods:
+                raise ConfigError(f"{where}.{key}: unknown method {c[key]!r}; valid: {', '.join(methods)}")
+        teacher = c.get("teacher", "")
+        for key in ("a", "b"):
+            m = methods[c[key]]
+            has_teacher = m.get("teacher", True) is not False
+            chosen = m.get("teachers", "all")
+            teachers = list(config["teachers"]) if chosen == "all" else list(chosen)
+            if has_teacher and teacher not in teachers:
+                raise ConfigError(
+                    f"{where}.teacher: {c[key]} runs with teachers {', '.join(teachers)}, not {teacher!r}"
+                )
+            default = ["off", "on"] if has_teacher and "rule" not in m else ["off"]
+            variants = m.get("atkd", default)
+            wanted = {"both": ["off", "on"]}.get(c.get("atkd", "off"), [c.get("atkd", "off")])
+            if missing := [v for v in wanted if v not in variants]:
+                raise ConfigError(f"{where}.atkd: {c[key]} has no {missing[0]!r} variant (atkd: {variants})")
+
+
 def check_study(config: Mapping[str, Any]) -> None:
     """Raise ValueError naming the config key and the valid choices for anything the package rejects."""
     _check_model("student", config["student"])
@@ -382,6 +418,7 @@ def check_study(config: Mapping[str, Any]) -> None:
         parse_spec({"name": "fkl", "atkd": dict(config["atkd"])})
     except ValueError as err:
         raise ConfigError(f"atkd: {err}") from None
+    _check_comparisons(config)
     student = config["student"]
     if student.get("pretrained") and "model" not in student:
         raise ConfigError("student.pretrained: a pre-trained base needs `model` (a Hub id or checkpoint)")

@@ -200,9 +200,10 @@ class Study:
         return {m: spec["rule"] for m, spec in self.methods.items() if "rule" in spec}
 
     def trained_method_pattern(self) -> str:
-        """The `method` wildcard of the study's own distillation rule: any name but the rule methods'."""
+        """The `method` wildcard of the study's own distillation rule: any name but the rule methods'. The
+        pattern sits inside the output path's, so a name ends at `/` there (or at the end, alone)."""
         names = "|".join(re.escape(m) for m in self.rule_methods())
-        return f"(?!(?:{names})$)[A-Za-z0-9_.-]+" if names else "[A-Za-z0-9_.-]+"
+        return f"(?!(?:{names})(?:/|$))[A-Za-z0-9_.-]+" if names else "[A-Za-z0-9_.-]+"
 
     def run_outputs(self, method: str) -> dict[str, str]:
         """What a rule producing `method`'s runs must declare (Snakemake patterns): the run's summary and
@@ -210,6 +211,17 @@ class Study:
         naming the missing path."""
         pattern = f"{self.paths.runs}/{method}/{{teacher}}/{{atkd}}/s{{seed}}"
         return {"summary": f"{pattern}/train_summary.json", "checkpoint": f"{pattern}/final/config.json"}
+
+    def rule_settings(self, method: str, atkd: str) -> dict[str, Any]:
+        """What a user's rule may read to train like the study's own runs: the `distill` settings (with the
+        method's budget), the +ATKD options when `atkd` is on, the method's own `params`, torch threads."""
+        out: dict[str, Any] = {"distill": distill_fields(self.config, method)}
+        if atkd == "on":
+            out["atkd"] = method_atkd_options(self.config, method)
+        out["params"] = dict(self.methods[method].get("params", {}))
+        if self.config.get("threads"):
+            out["threads"] = self.config["threads"]
+        return out
 
     def runs(self) -> list[Run]:
         """Every distilled student of the study, seed by seed."""

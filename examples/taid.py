@@ -63,6 +63,8 @@ def next_t(t: float, prev: float, momentum: float, loss: float, progress: float,
 class TAID:
     """The loss around a TAID target, with the adaptive t (see the module docstring)."""
 
+    dense_teacher = True  # logits are interpolated: a top-K cache is refused when the config is checked
+
     def __init__(
         self,
         loss: KDLoss,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 
 import pytest
@@ -50,6 +51,20 @@ def judge_server():
         os.environ["ATKD_TEST_JUDGE_KEY"] = before
 
 
+HAS_TRL = importlib.util.find_spec("trl") is not None
+# The worked examples (examples/) added to the smoke study at its larger teacher, one per kind of extension
+EXAMPLE_METHODS = {
+    "akl": {"loss": "akl", "teachers": ["neox-64x2"]},  # a divergence plugin
+    "taid": {"loss": "fkl", "stateful": {"name": "taid"}, "teachers": ["neox-64x2"]},  # a stateful method
+    "trl_gkd": {  # a rule: TRL's GKDTrainer, settings as the smoke's gkd
+        "rule": "trl_gkd",
+        "atkd": ["off", "on"],
+        "teachers": ["neox-64x2"],
+        "params": {"beta": 0.5, "lmbda": 0.5, "max_new_tokens": 16},
+    },
+}
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, judge_server):
     """The smoke workflow run once locally (`snakemake all --cores 2`) the way a user runs it: from a
@@ -73,7 +88,24 @@ def smoke_run(tmp_path_factory, judge_server):
     base = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     judge = {"url": judge_server, "model": "fake-judge", "api_key_env": "ATKD_TEST_JUDGE_KEY"}
     evaluation = {**base["evaluation"], "instruct_sets": "../instruct-eval/*.jsonl", "judge": judge}
-    methods = {**base["methods"], **example["methods"]}
-    cfg = smoke_config(tmp_path, plugins=example["plugins"], methods=methods, evaluation=evaluation)
+    methods = {**base["methods"], **example["methods"], **EXAMPLE_METHODS}
+    # the three worked examples of examples/, as a user keeps them: files of the project
+    shutil.copy(ROOT / "examples" / "akl.py", project / "akl.py")
+    shutil.copy(ROOT / "examples" / "taid.py", project / "taid.py")
+    shutil.copytree(ROOT / "examples" / "trl_gkd", project / "trl_gkd")
+    extra = {
+        "workflow_plugins": ["trl_gkd/rules.smk"],
+        "comparisons": [{"a": "trl_gkd", "b": "gkd", "teacher": "neox-64x2"}],
+    }
+    if not HAS_TRL:  # the rule example needs the `trl` extra (CI installs it)
+        del methods["trl_gkd"]
+        extra = {}
+    cfg = smoke_config(
+        tmp_path,
+        plugins=[*example["plugins"], "akl.py", "taid.py"],
+        methods=methods,
+        evaluation=evaluation,
+        **extra,
+    )
     out = snakemake("all", "--cores", "2", "--configfile", str(cfg), timeout=1800, cwd=project)
     return tmp_path, cfg, out, project

@@ -188,3 +188,103 @@ def test_taid_resumes_exactly_after_a_kill(taid_module, tmp_path):
         return torch.load(latest / "state.pt", weights_only=False)["method"]
 
     assert final_t(resumed) == final_t(whole) and final_t(whole)["t"] > 0.4
+
+
+# ------------------------------------------------------------------------------------ TRL's GKD as a rule
+def _trl_gkd():
+    """examples/trl_gkd/train.py as a module (skips without the `trl` extra)."""
+    pytest.importorskip("trl")
+    return load_plugin(str(ROOT / "examples" / "trl_gkd" / "train.py"))
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_trls_generalized_jsd_is_the_studys_jsd(beta, dtype):
+    """The divergence TRL's GKDTrainer trains on equals atkd's `jsd` with the same beta (same convention:
+    beta 0 is forward KL, 1 reverse KL), token for token, so trl_gkd and gkd optimise one objective."""
+    _trl_gkd()
+    from trl.experimental.gkd import GKDTrainer
+
+    g = torch.Generator().manual_seed(int(beta * 10))
+    s, t = (torch.randn(3, 7, 11, generator=g, dtype=dtype) * 2 for _ in range(2))
+    labels = torch.randint(0, 11, (3, 7), generator=g)
+    labels[0, :3] = labels[2, 5:] = -100
+    got = GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=beta)
+    want = build_loss({"name": "jsd", "beta": beta})(s, t, labels)
+    assert torch.allclose(got, want.to(got.dtype), rtol=1e-5 if dtype == torch.float32 else 1e-10)
+
+
+def test_trl_gkd_batches_hold_the_studys_tokens_and_left_padded_prompts():
+    """The collator gives TRL the study's own tokenisation: whole sequences right-padded with -100 on prompt
+    and padding, and the prompts left-padded (what `generate` continues from)."""
+    mod = _trl_gkd()
+    rows = [
+        {"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9], "prompt_len": 2},
+        {"input_ids": [1, 2, 3, 4], "labels": [-100, -100, -100, 4], "prompt_len": 3},
+    ]
+    b = mod.collate(rows, pad_id=0)
+    assert b["input_ids"].tolist() == [[5, 6, 7, 8, 9], [1, 2, 3, 4, 0]]
+    assert b["labels"].tolist() == [[-100, -100, 7, 8, 9], [-100, -100, -100, 4, -100]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    assert b["prompts"].tolist() == [[0, 5, 6], [1, 2, 3]]
+    assert b["prompt_attention_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert mod.eval_steps(10, 3) == {3, 7, 10} and mod.eval_steps(10, None) == {10}
+
+
+@pytest.mark.parametrize("atkd", ["off", "on"])
+def test_trl_gkd_leaves_a_run_the_workflow_reads(tmp_path, atkd):
+    """A short TRL GKD run (on-policy every step) on a tiny world: the checkpoint, a summary whose config
+    names the loss (+ATKD: the study's jsd with the split), and the study's metrics.jsonl lines."""
+    import json
+
+    from helpers.tiny_world import train_config, write_world
+
+    from atkd.train import train
+
+    mod = _trl_gkd()
+    world = write_world(tmp_path / "world")
+    base = train(train_config(world, tmp_path / "base", loss="ce", max_steps=2))
+    teacher = train(train_config(world, tmp_path / "teacher", loss="ce", max_steps=4))
+    settings = {"distill": {"batch_size": 8, "max_steps": 3, "max_length": 64, "eval_points": 2,
+                            "log_every": 1},
+                "params": {"lmbda": 1.0, "max_new_tokens": 4}, "threads": 1}  # fmt: skip
+    if atkd == "on":
+        settings["atkd"] = {"k": 0.5, "lam": 0.2}
+    out = tmp_path / "run"
+    mod.main(["--student", str(base), "--teacher", str(teacher), "--data", str(world["train"]),
+              "--valid", str(world["valid"]), "--atkd", atkd, "--seed", "1", "--out", str(out),
+              "--settings", json.dumps(settings)])  # fmt: skip
+    assert (out / "final" / "config.json").is_file() and (out / "final" / "tokenizer.json").is_file()
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 3 and summary["config"]["lmbda"] == 1.0
+    assert summary["config"]["loss"] == {"name": "jsd", "beta": 0.5} | (
+        {"atkd": {"k": 0.5, "lam": 0.2}} if atkd == "on" else {}
+    )
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "valid_loss" in x] == [2, 3]
+    assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3]
+    assert not (out / "trl").exists()  # TRL's resume checkpoints go once the run is complete
+
+
+def test_trl_gkd_unknown_params_fail_naming_the_valid_ones(tmp_path):
+    mod = _trl_gkd()
+    with pytest.raises(SystemExit, match=r"unknown params \['lambda'\]; valid: beta, lmbda"):
+        mod.main(["--student", "x", "--teacher", "y", "--data", "z", "--out", str(tmp_path),
+                  "--settings", '{"params": {"lambda": 0.5}}'])  # fmt: skip
+
+
+def test_a_stateful_method_that_needs_dense_logits_refuses_a_sparse_cache(taid_module):
+    """TAID interpolates logits: under `teacher_cache.topk` the config check fails before any job, and
+    passes when the method reads the live teacher."""
+    import yaml
+
+    from atkd.config import ConfigError, check_study
+
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["plugins"] = [str(ROOT / "examples" / "taid.py")]
+    cfg["methods"]["taid"] = {"loss": "fkl", "stateful": {"name": "taid"}, "teachers": ["neox-64x2"]}
+    cfg["teacher_cache"] = {"topk": 8}
+    with pytest.raises(ConfigError, match=r"methods.taid.stateful: taid needs the teacher's full logits"):
+        check_study(cfg)
+    cfg["methods"]["taid"]["teacher_cache"] = False
+    check_study(cfg)

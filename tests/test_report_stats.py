@@ -242,3 +242,56 @@ def test_fast_enough_for_a_study():
     for diffs in data:
         bootstrap_differences(diffs)
     assert time.perf_counter() - start < 30
+
+
+def _two_arm_evidence(shift: float, seeds=(1, 2, 3, 4, 5), n_docs=200) -> Evidence:
+    """Arms `a` (shifted by `shift`) and `b` at teacher t, and `sft` without a teacher, with documents."""
+    rng = np.random.default_rng(11)
+    per_seed, docs = [], []
+    for method, teacher, delta in (("a", "t", shift), ("b", "t", 0.0), ("sft", "", -0.2)):
+        for seed in seeds:
+            v = np.clip(rng.normal(0.5 + delta, 0.1, n_docs), 0, 1)
+            per_seed.append(
+                dict(teacher=teacher, method=method, atkd="off", seed=seed, task="x", value=v.mean())
+            )
+            meta = dict(method=method, teacher=teacher, atkd="off", seed=seed, task="x", metric="m")
+            docs += [meta | {"doc": f"d{i}", "value": v[i]} for i in range(n_docs)]
+    return Evidence(pd.DataFrame(per_seed), {"x": "m"}, pd.DataFrame(docs), n_boot=400)
+
+
+def test_requested_comparisons_read_their_interval_without_a_claimed_direction():
+    """A clear shift reads 'A above B' (or 'below', swapped); no shift reads 'no difference resolved'; the
+    numbers are Evidence.compare's; a method without a teacher is found under the empty teacher."""
+    from atkd.report.comparisons import comparison_lines, parse_comparisons
+
+    ev = _two_arm_evidence(0.1)
+    asked = parse_comparisons(
+        '[{"a": "a", "b": "b", "teacher": "t"}, {"a": "b", "b": "a", "teacher": "t"},'
+        ' {"a": "a", "b": "sft", "teacher": "t"}, {"a": "a", "b": "zz", "teacher": "t"}]'
+    )
+    rows = [r for r in comparison_lines(asked, ev) if r.startswith("| ") and "---" not in r][1:]
+    assert ev.compare(("a", "t", "off"), ("b", "t", "off")).text() in rows[0]
+    assert rows[0].endswith("A above B (the 95% interval excludes 0) |")
+    assert rows[1].endswith("A below B (the 95% interval excludes 0) |")
+    assert "A above B" in rows[2]  # against sft, under teacher ""
+    assert "not measured" in rows[3]
+    ev = _two_arm_evidence(0.0)
+    (row,) = [r for r in comparison_lines(asked[:1], ev) if r.startswith("| a ")]
+    assert "no difference resolved" in row
+    assert comparison_lines([], ev) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"a": "x"}', "expected a list"),
+        ('[{"a": "x"}]', r"comparisons\[0\].b: a method name is required"),
+        ('[{"a": "x", "b": "y", "atkd": "yes"}]', r"comparisons\[0\].atkd: 'yes'; valid: off, on, both"),
+        ('[{"a": "x", "b": "y", "who": 1}]', r"comparisons\[0\].who: unknown key"),
+    ],
+)
+def test_requested_comparisons_are_checked(raw, message):
+    from atkd.report.comparisons import parse_comparisons
+
+    with pytest.raises(ValueError, match=message):
+        parse_comparisons(raw)

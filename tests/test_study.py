@@ -137,3 +137,44 @@ def test_methods_produced_by_a_users_rule():
     outputs = s.run_outputs("trl_gkd")
     assert outputs["summary"] == f"{s.paths.runs}/trl_gkd/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json"
     assert outputs["checkpoint"].endswith("/s{seed}/final/config.json")
+
+
+def test_a_rule_methods_settings_carry_the_distill_budget_its_params_and_the_atkd_options():
+    cfg = copy.deepcopy(SMOKE)
+    cfg["methods"]["peer"] = {"rule": "peer", "atkd": ["off", "on"], "params": {"beta": 0.5}}
+    s = Study(cfg)
+    off, on = s.rule_settings("peer", "off"), s.rule_settings("peer", "on")
+    assert off["distill"] == SMOKE["distill"] and off["params"] == {"beta": 0.5} and off["threads"] == 1
+    assert "atkd" not in off and on["atkd"] == SMOKE["atkd"]
+
+
+@pytest.mark.parametrize(
+    ("comparison", "message"),
+    [
+        ({"a": "kd", "b": "nope"}, r"comparisons\[0\].b: unknown method 'nope'"),
+        (
+            {"a": "kd", "b": "gkd", "teacher": "neox-48x2"},
+            r"gkd runs with teachers neox-64x2, not 'neox-48x2'",
+        ),
+        ({"a": "kd", "b": "tkd_only", "teacher": "neox-64x2", "atkd": "on"}, r"tkd_only has no 'on' variant"),
+    ],
+)
+def test_requested_comparisons_are_checked_against_the_methods(comparison, message):
+    from atkd.config import ConfigError, check_study
+
+    cfg = copy.deepcopy(SMOKE)
+    cfg["comparisons"] = [comparison]
+    with pytest.raises(ConfigError, match=message):
+        check_study(cfg)
+    cfg["comparisons"] = [{"a": "gkd", "b": "kd", "teacher": "neox-64x2", "atkd": "both"},
+                          {"a": "kd", "b": "sft", "teacher": "neox-64x2"}]  # fmt: skip
+    check_study(cfg)
+
+
+def test_params_belong_to_rule_methods_only():
+    from atkd.config import ConfigError, check_study
+
+    cfg = copy.deepcopy(SMOKE)
+    cfg["methods"]["kd"]["params"] = {"beta": 0.5}
+    with pytest.raises(ConfigError, match=r"methods.kd.params: only a method produced by a rule"):
+        check_study(cfg)

@@ -310,6 +310,25 @@ def test_teacher_cache_rows_follow_bucketed_indices(world, tok, reference_run, t
         assert (aligned[r, n - 1 :] == 0).all()
 
 
+def test_teacher_cache_batches_stay_within_the_logits_budget(world, reference_run, tmp_path, monkeypatch):
+    """Without a batch size the cache takes as many records per pass as keep the float32 logits within
+    LOGITS_BUDGET (a 49k vocabulary would need GBs at 64); the rows do not depend on it."""
+    import atkd.train.teacher_cache as tc
+
+    _, teacher = reference_run
+    wide = build_teacher_cache(
+        str(teacher), str(world["train"]), tmp_path / "a", dtype="float32", batch_size=64
+    )
+    passes = []
+    real_collate = tc.collate
+    monkeypatch.setattr(tc, "collate", lambda ex, pad: passes.append(len(ex)) or real_collate(ex, pad))
+    monkeypatch.setattr(tc, "LOGITS_BUDGET", 1)  # below one record: one record per pass
+    narrow = build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "b", dtype="float32")
+    assert set(passes) == {1}
+    a, b = TeacherCache(wide), TeacherCache(narrow)
+    np.testing.assert_allclose(a.arrays["logits"], b.arrays["logits"], rtol=1e-5, atol=1e-5)
+
+
 def test_sparse_cache_holds_the_teachers_top_k_in_batch_order(world, tok, reference_run, tmp_path):
     """A sparse cache (`topk`) gives, for a packed batch, each example's own top-K rows: those of the
     live teacher's distributions (16-bit log-probabilities; target and tail in float32)."""

@@ -11,6 +11,7 @@ import stat
 import pandas as pd
 import pytest
 import yaml
+from conftest import HAS_TRL
 from helpers.workflow import ROOT, job_counts, smoke_config, snakemake
 
 from atkd.config import (
@@ -310,8 +311,20 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert metrics.loc[metrics["metric"] != "llm_judge_ratio", "value"].between(0, 1).all()
     main = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
     assert {"avg", "outside", *smoke["evaluation"]["suites"]} <= set(main["task"])
-    # the README's plugin method (loaded as `plugins: [my_kd.py]` from the project) is in the main table
+    # the README's plugin method (loaded as `plugins: [my_kd.py]` from the project) is in the main table,
+    # and so are the three worked examples of examples/ kept as the project's own files: a divergence
+    # (akl), a stateful method (taid), a rule running another library's trainer (trl_gkd, with `trl`)
     assert set(main.loc[main["method"] == "hellinger", "atkd"]) == {"off", "on"}
+    examples = [m for m in ("akl", "taid", "trl_gkd") if m in smoke["methods"]]
+    assert len(examples) == 2 + HAS_TRL
+    for method in examples:
+        assert set(main.loc[main["method"] == method, "atkd"]) == {"off", "on"}, method
+        assert set(metrics.loc[metrics["method"] == method, "teacher"]) == {"neox-64x2"}, method
+    if HAS_TRL:
+        report = (results / "REPORT.md").read_text()
+        assert re.search(r"\| trl_gkd \| gkd \| neox-64x2 \| off \| [+-]0\.\d{4} \[95% CI", report)
+        curves = pd.read_csv(results / "curves.csv", keep_default_na=False)
+        assert {"trl_gkd/neox-64x2/off/s1", "taid/neox-64x2/on/s1"} <= set(curves["run"])
     for ext in ("png", "pdf"):
         assert (tmp_path / "figures" / f"teacher_sweep.{ext}").stat().st_size > 1000
     # under umask 022 every output is readable by group and others (atomic writes included)
@@ -551,3 +564,21 @@ def test_a_rule_without_the_run_outputs_or_an_unknown_rule_file_fails_up_front(t
     assert (
         out.returncode != 0 and "workflow_plugins[0]: no such file 'my_rules.smk'" in out.stdout + out.stderr
     )
+
+
+def test_the_extended_overlay_adds_four_methods_at_the_largest_teacher():
+    """config/extended.yaml over the default: the default's runs plus gkd, taid and akl by the study's own
+    distillation and trl_gkd by the example's rule, each +-ATKD at neox-160x5 with their seeds; TRL's GKD
+    is compared with ours in REPORT.md."""
+    pytest.importorskip("trl")
+    out = snakemake(
+        "-n", "-p", "all", "--configfile", "config/default.yaml", "config/extended.yaml", timeout=180
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = job_counts(out)
+    default = snakemake("-n", "all", "--configfile", "config/default.yaml", "--quiet", "rules", timeout=180)
+    base = job_counts(default)
+    assert counts["distill"] == base["distill"] + 2 * 2 + 2 * 3 + 2 * 3  # gkd 2 seeds, taid and akl 3
+    assert counts["trl_gkd"] == 2 * 2 and counts["evaluate"] == base["evaluate"] + 4 + 16
+    (report,) = [c for c in _commands(out) if c.startswith("atkd report")]
+    assert '--comparisons \'[{"a": "trl_gkd", "b": "gkd", "teacher": "neox-160x5", "atkd": "both"}' in report

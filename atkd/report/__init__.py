@@ -25,6 +25,7 @@ import pandas as pd
 from atkd.fsutil import atomic_write_text
 from atkd.report.analyses import analysis_figure, analysis_scores, analysis_table, parse_analyses
 from atkd.report.budget import budget_figure, budget_lines, budget_scores, parse_budget_sweep
+from atkd.report.comparisons import comparison_lines, parse_comparisons
 from atkd.report.curves import load_curves, write_curves
 from atkd.report.figures import (
     landscape_2d,
@@ -96,6 +97,7 @@ def report(
     budget_sweep: Mapping[str, Any] | None = None,
     reference_probes: Mapping[str, Path] | None = None,
     sparse: list[Path] | None = None,
+    comparisons: list[Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Write `tables/main.{csv,md,tex}`, `figures/teacher_sweep.{png,pdf}`, with probe tables
     (`probes/<teacher>/{summary,tokens}.csv` directories) `tables/probes.{csv,md,tex}` and
@@ -195,6 +197,8 @@ def report(
     if sparse:
         rows = pd.concat([pd.read_csv(p) for p in sparse], ignore_index=True)
         text = text.rstrip("\n") + "\n\n" + "\n".join(sparse_lines(rows))
+    if requested := comparison_lines(parse_comparisons(comparisons), evidence):
+        text = text.rstrip("\n") + "\n\n" + "\n".join(requested)
     atomic_write_text(out[-1], text)
     return out
 
@@ -262,10 +266,17 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("curves", help=line, description=line + ": training and validation loss by step.")
     p.add_argument("runs", nargs="*", type=Path, help="run directories <method>/<teacher>/<on|off>/s<seed>")
     p.add_argument("--teachers", nargs="*", type=Path, default=[], help="teacher training directories")
+    p.add_argument(
+        "--rule-runs",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="run directories produced by a user's rule: left out when they have no metrics.jsonl",
+    )
     p.add_argument("--out", type=Path, required=True, help="curves.csv to write")
 
     def run_curves(a: argparse.Namespace) -> int:
-        rows = write_curves(a.runs, a.out, a.teachers)
+        rows = write_curves(a.runs, a.out, a.teachers, a.rule_runs)
         print(f"{a.out}: {len(rows)} rows from {rows['run'].nunique()} run(s)")
         return 0
 
@@ -312,6 +323,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         help="JSON {teacher, unit: epochs|steps, members: {method: budget}} (atkd.config.budget_sweep_plan)",
     )
 
+    p.add_argument(
+        "--comparisons",
+        default="",
+        help="JSON [{a, b, teacher, atkd: off|on|both}]: paired comparisons REPORT.md adds (`comparisons:`)",
+    )
+
     def run_report(a: argparse.Namespace) -> int:
         analyses = parse_analyses(a.analyses)
         sweep = parse_budget_sweep(a.budget_sweep)
@@ -332,6 +349,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
             budget_sweep=sweep,
             reference_probes={k: Path(v) for k, v in _pairs(a.reference_probes).items()},
             sparse=a.sparse,
+            comparisons=parse_comparisons(a.comparisons),
         ):
             print(path)
         return 0

@@ -99,8 +99,11 @@ def _teacher_meta(teacher_dir: Path) -> dict:
     return {"run": f"teacher/{name}", "method": "teacher", "teacher": name, "atkd": "off", "seed": seed}
 
 
-def curves_table(runs: list[Path], teachers: list[Path] = ()) -> pd.DataFrame:
-    """The tidy curves of distillation run directories and teacher directories (CURVE_COLUMNS)."""
+def curves_table(runs: list[Path], teachers: list[Path] = (), optional: list[Path] = ()) -> pd.DataFrame:
+    """The tidy curves of distillation run directories and teacher directories (CURVE_COLUMNS).
+    `optional` runs (produced by a user's rule, whose metrics.jsonl the contract does not require) are
+    left out when they have none."""
+    runs = list(runs) + [r for r in optional if (Path(r) / "metrics.jsonl").is_file()]
     frames = []
     for meta, directory in [(_run_meta(Path(r)), r) for r in runs] + [
         (_teacher_meta(Path(t)), t) for t in teachers
@@ -115,9 +118,11 @@ def curves_table(runs: list[Path], teachers: list[Path] = ()) -> pd.DataFrame:
     return df
 
 
-def write_curves(runs: list[Path], out: Path, teachers: list[Path] = ()) -> pd.DataFrame:
-    """Write `curves_table(runs, teachers)` to `out` (atomically); returns it."""
-    df = curves_table(runs, teachers)
+def write_curves(
+    runs: list[Path], out: Path, teachers: list[Path] = (), optional: list[Path] = ()
+) -> pd.DataFrame:
+    """Write `curves_table(runs, teachers, optional)` to `out` (atomically); returns it."""
+    df = curves_table(runs, teachers, optional)
     atomic_write_text(out, df.to_csv(index=False))
     return df
 

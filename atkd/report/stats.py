@@ -336,6 +336,10 @@ class Evidence:
             self._docs = docs[keep].reset_index(drop=True)
             self._groups = self._docs.groupby(["method", "teacher", "atkd", "task"]).indices
 
+    def has_arm(self, arm: Arm) -> bool:
+        """Whether `arm` (method, teacher, atkd) has per-seed scores."""
+        return arm in self._suite
+
     @property
     def has_docs(self) -> bool:
         """Whether any per-document scores were given."""

@@ -12,7 +12,9 @@ instance in place of the loss:
   stats (`loss`, `tokens`, `target_tokens`, ...);
 - `method.state_dict()` / `method.load_state_dict(state)`: saved with every resumable checkpoint and
   restored on resume, so a resumed run continues exactly;
-- `method.config`: the wrapped loss's config (what the rest of training reads: does it need a teacher?).
+- `method.config`: the wrapped loss's config (what the rest of training reads: does it need a teacher?);
+- `dense_teacher = True` (optional class attribute): the method needs the teacher's full logits, so a
+  config giving it a sparse (top-K) teacher cache fails when it is checked, before any job.
 
 The constructor is called as `cls(loss, total_steps=N, **params)`. Validation measures the plain CE
 and never calls the method. A method reads the logits, so it does not combine with `fused_head`.

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
+LOGITS_BUDGET = 2**30  # bytes of float32 logits per teacher forward pass when no batch size is given
+
+
 def _sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with Path(path).open("rb") as f:
@@ -69,13 +72,15 @@ def build_teacher_cache(
     out_dir: str | Path,
     tokenizer: str | None = None,
     max_length: int = 512,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     dtype: str = "float16",
     device: str = "auto",
     topk: int | None = None,
 ) -> Path:
     """Run `teacher` over every example of `train_data` and save its target-position logits to `out_dir`
-    (all of them, or with `topk` the sparse top-K form)."""
+    (all of them, or with `topk` the sparse top-K form). `batch_size` records per forward pass; by default
+    as many as keep one pass's float32 logits within LOGITS_BUDGET (64 at most): a 49k vocabulary would
+    otherwise need 10 GB of memory for 64 records of 192 tokens."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
@@ -93,6 +98,8 @@ def build_teacher_cache(
     if topk is not None and not topk < vocab:
         raise ValueError(f"topk {topk} must be below the teacher's vocabulary ({vocab})")
     rows_total = int(offsets[-1])
+    if batch_size is None:
+        batch_size = max(1, min(64, LOGITS_BUDGET // (4 * vocab * max(len(e.input_ids) for e in examples))))
     with atomic_dir(out_dir) as tmp:
         arrays = _open_arrays(tmp, rows_total, vocab, dtype, topk)
         for lo in range(0, len(examples), batch_size):
@@ -244,7 +251,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory of the cache")
     p.add_argument("--tokenizer", help="default: the teacher's")
     p.add_argument("--max-length", type=int, default=512, help="must equal the students' max_length")
-    p.add_argument("--batch-size", type=int, default=64, help="records per teacher forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="records per teacher forward pass (default: up to 64, within 1 GiB of float32 logits)",
+    )
     p.add_argument("--dtype", choices=list(DTYPES), default="float16", help="storage dtype of the logits")
     p.add_argument("--device", default="auto", help="auto (a GPU where visible), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")

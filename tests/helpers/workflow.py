@@ -43,9 +43,9 @@ def job_counts(out: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 def subset_config(cfg: dict, methods: list[str]) -> dict:
-    """The same study restricted to `methods` (and without the analyses and budget sweep that name the
-    others): the runs it keeps are configured exactly as in `cfg`, so they must score exactly the same."""
-    out = {k: v for k, v in cfg.items() if k not in ("analyses", "budget_sweep")}
+    """The same study restricted to `methods` (and without the analyses, budget sweep and comparisons that
+    name the others): the runs it keeps are configured exactly as in `cfg`, so they score exactly the same."""
+    out = {k: v for k, v in cfg.items() if k not in ("analyses", "budget_sweep", "comparisons")}
     out["methods"] = {name: spec for name, spec in cfg["methods"].items() if name in methods}
     missing = set(methods) - set(out["methods"])
     if missing:

@@ -179,6 +179,22 @@ def landscape_dirs():
     return STUDY.landscape_dirs()
 
 
+def comparisons_flag():
+    """`atkd report --comparisons JSON` for the config's `comparisons:`, nothing without any."""
+    asked = config.get("comparisons")
+    return f"--comparisons {shlex.quote(json.dumps(asked))}" if asked else ""
+
+
+def rule_runs_flag():
+    """`atkd curves --rule-runs DIR...` for the runs users' rules produce (their curves are optional)."""
+    dirs = [run_dir(*r) for r in runs() if is_rule_method(r[0])]
+    return f"--rule-runs {' '.join(dirs)}" if dirs else ""
+
+
+def is_rule_method(method):
+    return method in STUDY.rule_methods()
+
+
 def run_outputs(method):
     """The outputs (run summary and checkpoint) that a user's rules declare for `method`'s runs."""
     return STUDY.run_outputs(method)
@@ -195,12 +211,15 @@ def run_inputs(method):
 
 
 def run_params(method):
-    """Paths for a user's command - student base, training file, teacher, the run's folder."""
+    """Paths for a user's command - student base, training and validation files, teacher, the run's
+    folder - and the study's settings for the run as JSON (`Study.rule_settings`)."""
     return dict(
         student_base=f"{STUDENT_BASE}/final",
         train_data=f"{WORLD}/train.jsonl",
+        valid_data=f"{WORLD}/valid.jsonl",
         teacher=lambda w: "" if w.teacher == NO_TEACHER else teacher_model(w.teacher),
         run_dir=lambda w: run_dir(method, w.teacher, w.atkd, w.seed),
+        settings=lambda w: json.dumps(STUDY.rule_settings(method, w.atkd), sort_keys=True),
     )
 
 

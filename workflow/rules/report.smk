@@ -14,7 +14,8 @@ rule collect:
         metrics=f"{RESULTS}/metrics.csv",
         curves=f"{RESULTS}/curves.csv",
     params:
-        runs=" ".join(run_dir(*r) for r in runs()),
+        runs=" ".join(run_dir(*r) for r in runs() if not is_rule_method(r[0])),
+        rule_runs=rule_runs_flag(),
         teachers=" ".join(f"{TEACHER_DIR}/{t}" for t in tuned_teachers()),
     log:
         f"{LOGS}/collect.log",
@@ -25,7 +26,8 @@ rule collect:
         **resources_for("collect"),
     shell:
         "(atkd collect --out {output.metrics} {input.metrics}"
-        " && atkd curves --out {output.curves} {params.runs} --teachers {params.teachers}) > {log} 2>&1"
+        " && atkd curves --out {output.curves} {params.runs} --teachers {params.teachers}"
+        " {params.rule_runs}) > {log} 2>&1"
 
 
 rule collect_runs:
@@ -126,6 +128,7 @@ rule report:
         budget_sweep=shlex.quote(json.dumps(BUDGET_SWEEP or {})),
         primary=" ".join(f"{k}={v}" for k, v in config.get("report", {}).get("primary", {}).items()),
         reference=" ".join(shlex.quote(f"{k}={v}") for k, v in PROBES.get("reference", {}).items()),
+        comparisons=comparisons_flag(),
     log:
         f"{LOGS}/report.log",
     benchmark:
@@ -139,4 +142,4 @@ rule report:
         " --doc-scores {input.doc_scores} --runs {input.runs} {params.chance}"
         " --probes {params.probes} --landscapes {params.landscapes} --analyses {params.analyses}"
         " --curves {input.curves} --budget-sweep {params.budget_sweep}"
-        " --reference-probes {params.reference} --sparse {input.sparse} > {log} 2>&1"
+        " --reference-probes {params.reference} --sparse {input.sparse} {params.comparisons} > {log} 2>&1"

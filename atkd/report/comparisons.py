@@ -1,0 +1,87 @@
+"""Comparisons a config asks for by name (`comparisons:`), beside the study's findings in REPORT.md.
+
+    comparisons:
+      - {a: trl_gkd, b: gkd, teacher: neox-160x5}          # atkd: off (default), on, or both
+      - {a: gkd, b: kd, teacher: neox-160x5, atkd: both}
+
+Each is the paired difference A - B of average scores (atkd.report.stats: the hierarchical bootstrap over
+seeds then documents, its 95% interval and the minimal detectable effect). No direction is claimed: a
+peer's trainer against ours, say, should land close. The line says whether the interval excludes 0
+(A above or below B) or not, and how the effect compares with the MDE.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from atkd.report.stats import Evidence
+
+KEYS = ("a", "b", "teacher", "atkd")
+VARIANTS = {"off": ("off",), "on": ("on",), "both": ("off", "on")}
+
+
+def parse_comparisons(raw: str | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """The `comparisons:` list (as JSON or parsed), checked: a and b required, atkd off | on | both."""
+    items = json.loads(raw) if isinstance(raw, str) and raw.strip() else (raw or [])
+    if not isinstance(items, list):
+        raise ValueError("comparisons: expected a list of {a, b, teacher, atkd}")
+    out = []
+    for i, item in enumerate(items):
+        where = f"comparisons[{i}]"
+        if not isinstance(item, Mapping):
+            raise ValueError(f"{where}: expected a mapping {{a, b, teacher, atkd}}, got {item!r}")
+        if extra := [k for k in item if k not in KEYS]:
+            raise ValueError(f"{where}.{extra[0]}: unknown key; valid: {', '.join(KEYS)}")
+        for key in ("a", "b"):
+            if not isinstance(item.get(key), str):
+                raise ValueError(f"{where}.{key}: a method name is required")
+        atkd = item.get("atkd", "off")
+        if atkd not in VARIANTS:
+            raise ValueError(f"{where}.atkd: {atkd!r}; valid: {', '.join(VARIANTS)}")
+        out.append({"a": item["a"], "b": item["b"], "teacher": item.get("teacher", ""), "atkd": atkd})
+    return out
+
+
+def _reading(cmp: Any) -> str:
+    """What the interval says, with no direction claimed."""
+    if not cmp.resampled:
+        return "not resolved: one seed and no per-document scores"
+    if cmp.low > 0:
+        return "A above B (the 95% interval excludes 0)"
+    if cmp.high < 0:
+        return "A below B (the 95% interval excludes 0)"
+    if abs(cmp.estimate) < cmp.mde:
+        return f"no difference resolved: |effect| {abs(cmp.estimate):.4f} is below the MDE {cmp.mde:.4f}"
+    return "no difference resolved: the 95% interval contains 0"
+
+
+def comparison_lines(comparisons: Sequence[Mapping[str, Any]], evidence: Evidence) -> list[str]:
+    """REPORT.md's section for the requested comparisons (nothing when none were asked for)."""
+    if not comparisons:
+        return []
+    lines = [
+        "## Requested comparisons",
+        "",
+        "From the config's `comparisons:` (atkd.report.comparisons): A - B in average score, paired over",
+        "seeds and documents; no direction is claimed.",
+        "",
+        "| A | B | teacher | +ATKD | A - B (average score) | reading |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def arm(method: str, teacher: str, atkd: str) -> tuple[str, str, str]:
+        # a method without a teacher (SFT) has its scores under the empty teacher
+        return (method, teacher, atkd) if evidence.has_arm((method, teacher, atkd)) else (method, "", atkd)
+
+    for c in comparisons:
+        for atkd in VARIANTS[c["atkd"]]:
+            cmp = evidence.compare(arm(c["a"], c["teacher"], atkd), arm(c["b"], c["teacher"], atkd))
+            text, reading = (
+                ("not measured", "one of the arms has no scores")
+                if cmp is None
+                else (cmp.text(), _reading(cmp))
+            )
+            lines.append(f"| {c['a']} | {c['b']} | {c['teacher'] or '-'} | {atkd} | {text} | {reading} |")
+    return lines + [""]
