@@ -56,29 +56,39 @@ def pooled_logits(
     pad_id: int,
     batch_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(student logits, teacher logits, labels) of every example, batched, padded to one length (float64:
-    the comparison measures the cache's error, not float32's)."""
-    parts = []
+    """(student logits, teacher logits, labels) at every target position of the examples, as one
+    sequence: [1, N, V], [1, N, V], [1, N] (float64: the comparison measures the cache's error, not
+    float32's). Only target positions are kept: with a 49k vocabulary, every float64 copy of the padded
+    batch would cost GBs (the loss ranks +ATKD's tokens over the valid ones either way)."""
+    s_rows, t_rows, y_rows = [], [], []
     for lo in range(0, len(examples), batch_size):
         batch = collate(list(examples[lo : lo + batch_size]), pad_id)
-        parts.append((_logits(student, batch), _logits(teacher, batch), batch["labels"][:, 1:]))
-    width = max(p[0].shape[1] for p in parts)
+        labels = batch["labels"][:, 1:]
+        mask = labels != IGNORE_INDEX
+        s_rows.append(_logits(student, batch)[mask])
+        t_rows.append(_logits(teacher, batch)[mask])
+        y_rows.append(labels[mask])
+    vocab = min(r.shape[-1] for r in s_rows)  # a teacher padded wider than the student: extra rows cut
+    s = torch.cat([r[..., :vocab] for r in s_rows]).unsqueeze(0)
+    t = torch.cat([r[..., :vocab] for r in t_rows]).unsqueeze(0)
+    return s, t, torch.cat(y_rows).unsqueeze(0)
 
-    def pad(x: torch.Tensor, value: float) -> torch.Tensor:
-        grow = (0, 0, 0, width - x.shape[1]) if x.dim() == 3 else (0, width - x.shape[1])
-        return torch.nn.functional.pad(x, grow, value=value)
 
-    vocab = min(p[0].shape[-1] for p in parts)  # a teacher padded wider than the student: extra rows cut
-    s = torch.cat([pad(p[0][..., :vocab], 0.0) for p in parts])
-    t = torch.cat([pad(p[1][..., :vocab], 0.0) for p in parts])
-    return s, t, torch.cat([pad(p[2], IGNORE_INDEX) for p in parts])
+def _value_and_grad(
+    loss: Any, s: torch.Tensor, teacher: Any, labels: torch.Tensor
+) -> tuple[float, torch.Tensor]:
+    """The loss and its gradient in the student logits, flattened (one graph alive at a time: memory)."""
+    a = s.clone().requires_grad_(True)
+    value = loss(a, teacher, labels)
+    value.backward()
+    return value.item(), a.grad.double().flatten()
 
 
 def compare(
     name: str, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]
 ) -> list[dict[str, Any]]:
     """The rows of one teacher: every K x loss x (with, without +ATKD) on student logits `s`, teacher
-    logits `t` and `labels` (B, T)."""
+    logits `t` and `labels` (B, T; `pooled_logits` gives one row of the target positions)."""
     vocab = t.shape[-1]
     index_dtype = torch.int16 if vocab <= 1 << 15 else torch.int32  # bytes: uint16 on disk up to 65536
     rows = []
@@ -92,12 +102,7 @@ def compare(
         for loss_name in LOSSES:
             for atkd in (False, True):
                 loss = build_loss({"name": loss_name, **({"atkd": ATKD} if atkd else {})})
-                a, b = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
-                dense, approx = loss(a, t, labels), loss(b, sparse, labels)
-                dense.backward()
-                approx.backward()
-                ga, gb = a.grad.double().flatten(), b.grad.double().flatten()
-                d, x = float(dense), float(approx)
+                (d, ga), (x, gb) = (_value_and_grad(loss, s, teacher, labels) for teacher in (t, sparse))
                 rows.append(
                     dict(
                         teacher=name, positions=int(mask.sum()), vocab=vocab, k=k,
