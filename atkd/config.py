@@ -102,10 +102,37 @@ def _schema_message(err: Any) -> str:
     return f"{path}: {message}"
 
 
+def check_renamed_keys(config: Mapping[str, Any]) -> None:
+    """Keys that were once all called `atkd` have distinct names now; an old config fails naming the new
+    key (before the schema check, whose message would only say the old key is not allowed)."""
+    if "atkd" in config:
+        raise ConfigError(
+            "atkd: renamed atkd_options (the +ATKD options, k and lam, every +ATKD variant uses); a method's"
+            " own overrides stay methods.NAME.atkd_options"
+        )
+    for name, method in (config.get("methods") or {}).items():
+        if isinstance(method, Mapping) and "atkd" in method:
+            raise ConfigError(
+                f'methods.{name}.atkd: renamed variants (which runs exist: ["off", "on"], ["off"] or'
+                ' ["on"]); a loss\'s own `atkd:` (its token split) keeps its name'
+            )
+    for section in ("analyses", "comparisons"):
+        entries = config.get(section) or {}
+        for key, entry in entries.items() if isinstance(entries, Mapping) else enumerate(entries):
+            if isinstance(entry, Mapping) and "atkd" in entry:
+                where = f"{section}.{key}" if section == "analyses" else f"{section}[{key}]"
+                raise ConfigError(
+                    f"{where}.atkd: renamed variant (off or on{', or both' * (section == 'comparisons')})"
+                )
+
+
 def check_schema(config: Mapping[str, Any], schema_path: str | Path) -> None:
-    """Raise ConfigError for the most relevant violation of the workflow's JSON schema, in one line."""
+    """Raise ConfigError for the most relevant violation of the workflow's JSON schema, in one line
+    (renamed keys first, by their new names)."""
     import jsonschema
     import yaml
+
+    check_renamed_keys(config)
 
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
@@ -153,7 +180,7 @@ def _spec(where: str, spec: Any, atkd: Mapping[str, Any] | None = None) -> Any:
 
 # What a method produced by a user's rule (`rule:`) may set: which runs exist, and `params`, the rule's own
 # settings (passed on untouched). How it trains is the rule's.
-RULE_METHOD_KEYS = ("rule", "loss", "teacher", "teachers", "seeds", "atkd", "atkd_options", "params")
+RULE_METHOD_KEYS = ("rule", "loss", "teacher", "teachers", "seeds", "variants", "atkd_options", "params")
 
 
 def _check_rule_method(where: str, method: Mapping[str, Any], config: Mapping[str, Any]) -> None:
@@ -204,17 +231,17 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
         sampling = parse_sampling(method.get("sampling"))
     except ValueError as err:
         raise ConfigError(f"{where}.{err}") from None
-    variants = method.get("atkd", ["off"] if method.get("teacher", True) is False else ["off", "on"])
+    variants = method.get("variants", ["off"] if method.get("teacher", True) is False else ["off", "on"])
     if "on" in variants:
         key = "atkd_loss" if "atkd_loss" in method else "loss"
         _spec(f"{where}.{key}", method[key], method_atkd_options(config, name))
     elif "atkd_options" in method:
-        raise ConfigError(f"{where}.atkd_options: the method has no +ATKD variant (atkd: {variants})")
+        raise ConfigError(f"{where}.atkd_options: the method has no +ATKD variant (variants: {variants})")
     if method.get("teacher", True) is False:
         if loss.needs_teacher:
             raise ConfigError(f"{where}: loss {loss.name!r} needs a teacher but teacher: false")
         if "on" in variants:
-            raise ConfigError(f"{where}: +ATKD needs a teacher; use atkd: [off]")
+            raise ConfigError(f"{where}: +ATKD needs a teacher; use variants: [off]")
         extra = [
             k for k in ("sampling", "teachers", "teacher_epochs", "assistant", "atkd_loss") if k in method
         ]
@@ -284,10 +311,10 @@ def _check_seeds(name: str, method: Mapping[str, Any], config: Mapping[str, Any]
 
 
 def method_atkd_options(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The +ATKD options of method `name`: the top-level `atkd` section, then the method's own
+    """The +ATKD options of method `name`: the top-level `atkd_options`, then the method's own
     `atkd_options` (explicit `groups` there replace the top-level `lam`)."""
     own = config["methods"][name].get("atkd_options", {})
-    merged = dict(config.get("atkd", {}))
+    merged = dict(config.get("atkd_options", {}))
     if "groups" in own:
         merged.pop("lam", None)
     return merged | dict(own)
@@ -341,8 +368,11 @@ def _check_budget_sweep(config: Mapping[str, Any]) -> None:
             valid = ", ".join(config["methods"])
             raise ConfigError(f"budget_sweep.members: unknown method {name!r}; valid: {valid}")
         method = config["methods"][name]
-        if method.get("teacher", True) is False or set(method.get("atkd", ["off", "on"])) != {"off", "on"}:
-            raise ConfigError(f"{where} needs runs with and without ATKD (atkd: [off, on])")
+        if method.get("teacher", True) is False or set(method.get("variants", ["off", "on"])) != {
+            "off",
+            "on",
+        }:
+            raise ConfigError(f"{where} needs runs with and without ATKD (variants: [off, on])")
         chosen = method.get("teachers", "all")
         if chosen != "all" and sweep["teacher"] not in chosen:
             raise ConfigError(
@@ -376,10 +406,12 @@ def _check_comparisons(config: Mapping[str, Any]) -> None:
                     f"{where}.teacher: {c[key]} runs with teachers {', '.join(teachers)}, not {teacher!r}"
                 )
             default = ["off", "on"] if has_teacher and "rule" not in m else ["off"]
-            variants = m.get("atkd", default)
-            wanted = {"both": ["off", "on"]}.get(c.get("atkd", "off"), [c.get("atkd", "off")])
+            variants = m.get("variants", default)
+            wanted = {"both": ["off", "on"]}.get(c.get("variant", "off"), [c.get("variant", "off")])
             if missing := [v for v in wanted if v not in variants]:
-                raise ConfigError(f"{where}.atkd: {c[key]} has no {missing[0]!r} variant (atkd: {variants})")
+                raise ConfigError(
+                    f"{where}.variant: {c[key]} has no {missing[0]!r} variant (variants: {variants})"
+                )
 
 
 def check_study(config: Mapping[str, Any]) -> None:
@@ -415,9 +447,9 @@ def check_study(config: Mapping[str, Any]) -> None:
         _check_method(name, method, config)
         _check_seeds(name, method, config)
     try:
-        parse_spec({"name": "fkl", "atkd": dict(config["atkd"])})
+        parse_spec({"name": "fkl", "atkd": dict(config["atkd_options"])})
     except ValueError as err:
-        raise ConfigError(f"atkd: {err}") from None
+        raise ConfigError(f"atkd_options: {err}") from None
     _check_comparisons(config)
     student = config["student"]
     if student.get("pretrained") and "model" not in student:
@@ -456,15 +488,15 @@ def check_study(config: Mapping[str, Any]) -> None:
     except (ValueError, OSError) as err:
         raise ConfigError(f"evaluation.instruct_sets: {err}") from None
     for name, spec in config.get("analyses", {}).items():
-        variant = spec.get("atkd", "off")
+        variant = spec.get("variant", "off")
         for method in spec["members"]:
             if method not in config["methods"]:
                 valid = ", ".join(config["methods"])
                 raise ConfigError(f"analyses.{name}.members: unknown method {method!r}; valid: {valid}")
             entry = config["methods"][method]
             default = ["off"] if entry.get("teacher", True) is False else ["off", "on"]
-            if variant not in entry.get("atkd", default):
-                raise ConfigError(f"analyses.{name}: method {method!r} has no atkd={variant!r} run")
+            if variant not in entry.get("variants", default):
+                raise ConfigError(f"analyses.{name}: method {method!r} has no variant={variant!r} run")
     if config.get("budget_sweep"):
         _check_budget_sweep(config)
     probes = config.get("probes", {})

@@ -193,7 +193,7 @@ class Study:
         if not self.needs_teacher(method):
             return ["off"]
         default = ["off"] if "rule" in self.methods[method] else VARIANTS
-        return list(self.methods[method].get("atkd", default))
+        return list(self.methods[method].get("variants", default))
 
     def rule_methods(self) -> dict[str, str]:
         """{method: the user's rule that produces its runs} (`rule:`, from `workflow_plugins`)."""
@@ -209,7 +209,7 @@ class Study:
         """What a rule producing `method`'s runs must declare (Snakemake patterns): the run's summary and
         its checkpoint, at the run's usual path, so a rule that leaves either fails at the end of its job
         naming the missing path."""
-        pattern = f"{self.paths.runs}/{method}/{{teacher}}/{{atkd}}/s{{seed}}"
+        pattern = f"{self.paths.runs}/{method}/{{teacher}}/{{variant}}/s{{seed}}"
         return {"summary": f"{pattern}/train_summary.json", "checkpoint": f"{pattern}/final/config.json"}
 
     def rule_settings(self, method: str, atkd: str) -> dict[str, Any]:
@@ -217,7 +217,7 @@ class Study:
         method's budget), the +ATKD options when `atkd` is on, the method's own `params`, torch threads."""
         out: dict[str, Any] = {"distill": distill_fields(self.config, method)}
         if atkd == "on":
-            out["atkd"] = method_atkd_options(self.config, method)
+            out["atkd_options"] = method_atkd_options(self.config, method)
         out["params"] = dict(self.methods[method].get("params", {}))
         if self.config.get("threads"):
             out["threads"] = self.config["threads"]

@@ -58,7 +58,7 @@ EXAMPLE_METHODS = {
     "taid": {"loss": "fkl", "stateful": {"name": "taid"}, "teachers": ["neox-64x2"]},  # a stateful method
     "trl_gkd": {  # a rule: TRL's GKDTrainer, settings as the smoke's gkd
         "rule": "trl_gkd",
-        "atkd": ["off", "on"],
+        "variants": ["off", "on"],
         "teachers": ["neox-64x2"],
         "params": {"beta": 0.5, "lmbda": 0.5, "max_new_tokens": 16},
     },

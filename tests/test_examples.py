@@ -249,7 +249,7 @@ def test_trl_gkd_leaves_a_run_the_workflow_reads(tmp_path, atkd):
                             "log_every": 1},
                 "params": {"lmbda": 1.0, "max_new_tokens": 4}, "threads": 1}  # fmt: skip
     if atkd == "on":
-        settings["atkd"] = {"k": 0.5, "lam": 0.2}
+        settings["atkd_options"] = {"k": 0.5, "lam": 0.2}
     out = tmp_path / "run"
     mod.main(["--student", str(base), "--teacher", str(teacher), "--data", str(world["train"]),
               "--valid", str(world["valid"]), "--atkd", atkd, "--seed", "1", "--out", str(out),

@@ -155,7 +155,7 @@ def test_report_from_tidy_files_only(tmp_path, monkeypatch):
         _landscape_dir(results / "landscape", atkd, seed, s, two_d=True)
         for atkd, seed, s in [("off", 0, 0.9), ("off", 1, 0.8), ("on", 0, 0.5), ("on", 1, 0.45)]
     ]
-    analyses = {"k_sweep": {"atkd": "on", "members": {"kd": "k=0.5"}}}
+    analyses = {"k_sweep": {"variant": "on", "members": {"kd": "k=0.5"}}}
 
     def run():
         return report(
@@ -323,13 +323,13 @@ def test_report_findings_and_probes(tmp_path):
 
 
 ANALYSES = {
-    "tkd_vs_dkd": {"atkd": "off", "members": {"tkd_only": "TKD only", "dkd_only": "DKD only"}},
+    "tkd_vs_dkd": {"variant": "off", "members": {"tkd_only": "TKD only", "dkd_only": "DKD only"}},
     "tkd_placement": {
-        "atkd": "off",
+        "variant": "off",
         "members": {"dkd_only": "TKD on none", "tkd_easy": "TKD on easy", "tkd_hard": "TKD on hard"},
     },
-    "k_sweep": {"atkd": "on", "members": {"kd_k30": "k=0.3", "kd": "k=0.5", "kd_k70": "k=0.7"}},
-    "lam_sweep": {"atkd": "on", "members": {"kd": "lam=0.2", "kd_lam90": "lam=0.9"}},
+    "k_sweep": {"variant": "on", "members": {"kd_k30": "k=0.3", "kd": "k=0.5", "kd_k70": "k=0.7"}},
+    "lam_sweep": {"variant": "on", "members": {"kd": "lam=0.2", "kd_lam90": "lam=0.9"}},
 }
 
 
@@ -382,8 +382,10 @@ def test_analyses_config_is_checked():
     from atkd.report.analyses import parse_analyses
 
     assert parse_analyses(None) == {}
-    with pytest.raises(ValueError, match="analyses.x.atkd: expected 'on' or 'off'"):
-        parse_analyses({"x": {"atkd": "both", "members": {}}})
+    with pytest.raises(ValueError, match="analyses.x.variant: expected 'on' or 'off'"):
+        parse_analyses({"x": {"variant": "both", "members": {}}})
+    with pytest.raises(ValueError, match="analyses.x.atkd: unknown key; valid: variant, members"):
+        parse_analyses({"x": {"atkd": "on", "members": {}}})
     with pytest.raises(ValueError, match="labels must be distinct"):
         parse_analyses('{"x": {"members": {"a": "A", "b": "A"}}}')
 

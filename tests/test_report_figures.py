@@ -22,10 +22,10 @@ METHODS = ["sft", "kd", "rkd", "dkd", "kd_early", "tkd_only", "dkd_only"]
 NOISE = {1: 0.01, 2: -0.01, 3: 0.0}  # shared by every arm: paired differences are exact
 ANALYSES = {
     "tkd_vs_dkd": {
-        "atkd": "off",
+        "variant": "off",
         "members": {"kd": "KD", "tkd_only": "TKD only", "dkd_only": "DKD only", "dkd": "TKD & DKD"},
     },
-    "token_groups": {"atkd": "off", "members": {"kd": "all tokens", "kd_early": "hardest 50%"}},
+    "token_groups": {"variant": "off", "members": {"kd": "all tokens", "kd_early": "hardest 50%"}},
 }
 
 

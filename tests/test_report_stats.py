@@ -286,7 +286,10 @@ def test_requested_comparisons_read_their_interval_without_a_claimed_direction()
     [
         ('{"a": "x"}', "expected a list"),
         ('[{"a": "x"}]', r"comparisons\[0\].b: a method name is required"),
-        ('[{"a": "x", "b": "y", "atkd": "yes"}]', r"comparisons\[0\].atkd: 'yes'; valid: off, on, both"),
+        (
+            '[{"a": "x", "b": "y", "variant": "yes"}]',
+            r"comparisons\[0\].variant: 'yes'; valid: off, on, both",
+        ),
         ('[{"a": "x", "b": "y", "who": 1}]', r"comparisons\[0\].who: unknown key"),
     ],
 )

@@ -125,7 +125,7 @@ def test_methods_produced_by_a_users_rule():
 
     cfg = copy.deepcopy(SMOKE)
     cfg["methods"]["trl_gkd"] = {"rule": "trl_gkd", "teachers": ["neox-64x2"]}
-    cfg["methods"]["mine"] = {"rule": "mine", "atkd": ["off", "on"], "teachers": ["neox-64x2"]}
+    cfg["methods"]["mine"] = {"rule": "mine", "variants": ["off", "on"], "teachers": ["neox-64x2"]}
     s = Study(cfg)
     assert s.rule_methods() == {"trl_gkd": "trl_gkd", "mine": "mine"}
     assert {r.atkd for r in s.runs() if r.method == "trl_gkd"} == {"off"}
@@ -135,17 +135,19 @@ def test_methods_produced_by_a_users_rule():
     assert not pattern.fullmatch("trl_gkd") and not pattern.fullmatch("mine")
     assert re.compile(Study(SMOKE).trained_method_pattern()).fullmatch("trl_gkd")
     outputs = s.run_outputs("trl_gkd")
-    assert outputs["summary"] == f"{s.paths.runs}/trl_gkd/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json"
+    assert (
+        outputs["summary"] == f"{s.paths.runs}/trl_gkd/{{teacher}}/{{variant}}/s{{seed}}/train_summary.json"
+    )
     assert outputs["checkpoint"].endswith("/s{seed}/final/config.json")
 
 
 def test_a_rule_methods_settings_carry_the_distill_budget_its_params_and_the_atkd_options():
     cfg = copy.deepcopy(SMOKE)
-    cfg["methods"]["peer"] = {"rule": "peer", "atkd": ["off", "on"], "params": {"beta": 0.5}}
+    cfg["methods"]["peer"] = {"rule": "peer", "variants": ["off", "on"], "params": {"beta": 0.5}}
     s = Study(cfg)
     off, on = s.rule_settings("peer", "off"), s.rule_settings("peer", "on")
     assert off["distill"] == SMOKE["distill"] and off["params"] == {"beta": 0.5} and off["threads"] == 1
-    assert "atkd" not in off and on["atkd"] == SMOKE["atkd"]
+    assert "atkd_options" not in off and on["atkd_options"] == SMOKE["atkd_options"]
 
 
 @pytest.mark.parametrize(
@@ -156,7 +158,10 @@ def test_a_rule_methods_settings_carry_the_distill_budget_its_params_and_the_atk
             {"a": "kd", "b": "gkd", "teacher": "neox-48x2"},
             r"gkd runs with teachers neox-64x2, not 'neox-48x2'",
         ),
-        ({"a": "kd", "b": "tkd_only", "teacher": "neox-64x2", "atkd": "on"}, r"tkd_only has no 'on' variant"),
+        (
+            {"a": "kd", "b": "tkd_only", "teacher": "neox-64x2", "variant": "on"},
+            r"tkd_only has no 'on' variant",
+        ),
     ],
 )
 def test_requested_comparisons_are_checked_against_the_methods(comparison, message):
@@ -166,7 +171,7 @@ def test_requested_comparisons_are_checked_against_the_methods(comparison, messa
     cfg["comparisons"] = [comparison]
     with pytest.raises(ConfigError, match=message):
         check_study(cfg)
-    cfg["comparisons"] = [{"a": "gkd", "b": "kd", "teacher": "neox-64x2", "atkd": "both"},
+    cfg["comparisons"] = [{"a": "gkd", "b": "kd", "teacher": "neox-64x2", "variant": "both"},
                           {"a": "kd", "b": "sft", "teacher": "neox-64x2"}]  # fmt: skip
     check_study(cfg)
 
@@ -178,3 +183,29 @@ def test_params_belong_to_rule_methods_only():
     cfg["methods"]["kd"]["params"] = {"beta": 0.5}
     with pytest.raises(ConfigError, match=r"methods.kd.params: only a method produced by a rule"):
         check_study(cfg)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c.update(atkd=c.pop("atkd_options")), r"^atkd: renamed atkd_options"),
+        (lambda c: c["methods"]["kd"].update(atkd=["off"]), r"^methods.kd.atkd: renamed variants"),
+        (lambda c: c["analyses"]["k_sweep"].update(atkd="on"), r"^analyses.k_sweep.atkd: renamed variant"),
+        (
+            lambda c: c.update(comparisons=[{"a": "kd", "b": "gkd", "atkd": "on"}]),
+            r"comparisons\[0\].atkd: renamed",
+        ),
+    ],
+)
+def test_the_keys_once_all_called_atkd_fail_naming_their_new_names(change, message):
+    """Top-level options, a method's variants, an analysis's or comparison's variant: an old config fails
+    before the schema check (which would only call the key unknown), naming the new key."""
+    from atkd.config import ConfigError, check_schema
+
+    cfg = copy.deepcopy(SMOKE)
+    change(cfg)
+    with pytest.raises(ConfigError, match=message):
+        check_schema(cfg, ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    cfg = copy.deepcopy(SMOKE)
+    cfg["methods"]["kd"]["loss"] = {"name": "fkl", "atkd": {"k": 0.5}}  # a loss's split keeps its name
+    check_schema(cfg, ROOT / "workflow" / "schemas" / "config.schema.yaml")

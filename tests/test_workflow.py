@@ -40,7 +40,7 @@ def test_dry_run_plans_every_run(configfile):
     for method in cfg["methods"].values():
         teachers = method.get("teachers", "all")
         n = n_teachers if teachers == "all" else len(teachers)
-        per_seed = len(method.get("atkd", ["off", "on"])) * n if method.get("teacher", True) else 1
+        per_seed = len(method.get("variants", ["off", "on"])) * n if method.get("teacher", True) else 1
         seeds = method.get("seeds", len(cfg["seeds"]))  # `seeds: N` (the first N) or {teacher: N}
         if isinstance(seeds, dict):
             names = list(cfg["teachers"]) if teachers == "all" else teachers
@@ -86,7 +86,7 @@ CONFIG_ERRORS = [
         _set("teachers", "neox-48x2", "arch", "neox-1x1"),
         r"teachers.neox-48x2.arch: unknown arch 'neox-1x1'.*; valid: neox-32x2",
     ),
-    (_set("methods", "sft", "atkd", ["on"]), "needs a teacher"),
+    (_set("methods", "sft", "variants", ["on"]), "needs a teacher"),
     (
         _set("methods", "rkd", "teachers", ["neox-999x9"]),
         r"methods.rkd.teachers: unknown teacher 'neox-999x9'; valid: neox-48x2",
@@ -116,8 +116,8 @@ CONFIG_ERRORS = [
         r"analyses.k_sweep.members: unknown method 'kdd'; valid: sft, kd",
     ),
     (
-        _set("analyses", "tkd_vs_dkd", "atkd", "on"),
-        r"analyses.tkd_vs_dkd: method 'tkd_only' has no atkd='on' run",
+        _set("analyses", "tkd_vs_dkd", "variant", "on"),
+        r"analyses.tkd_vs_dkd: method 'tkd_only' has no variant='on' run",
     ),
     (
         _set("methods", "kd_k70", "atkd_options", {"k": 0.7, "lam": 0.2, "groups": {}}),
@@ -306,7 +306,7 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert set(metrics["method"]) == set(smoke["methods"]) | {"teacher"}  # teachers are evaluated too
     assert set(metrics.loc[metrics["method"] == "teacher", "teacher"]) == set(smoke["teachers"])
     for method, entry in smoke["methods"].items():  # every method ran with its variants (both by default)
-        want = set(entry.get("atkd", ["off"] if entry.get("teacher", True) is False else ["off", "on"]))
+        want = set(entry.get("variants", ["off"] if entry.get("teacher", True) is False else ["off", "on"]))
         assert set(metrics.loc[metrics["method"] == method, "atkd"]) == want, method
     assert metrics.loc[metrics["metric"] != "llm_judge_ratio", "value"].between(0, 1).all()
     main = pd.read_csv(results / "tables" / "main.csv", keep_default_na=False)
@@ -581,4 +581,5 @@ def test_the_extended_overlay_adds_four_methods_at_the_largest_teacher():
     assert counts["distill"] == base["distill"] + 2 * 2 + 2 * 3 + 2 * 3  # gkd 2 seeds, taid and akl 3
     assert counts["trl_gkd"] == 2 * 2 and counts["evaluate"] == base["evaluate"] + 4 + 16
     (report,) = [c for c in _commands(out) if c.startswith("atkd report")]
-    assert '--comparisons \'[{"a": "trl_gkd", "b": "gkd", "teacher": "neox-160x5", "atkd": "both"}' in report
+    asked = '[{"a": "trl_gkd", "b": "gkd", "teacher": "neox-160x5", "variant": "both"}'
+    assert f"--comparisons '{asked}" in report

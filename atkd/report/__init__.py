@@ -160,6 +160,7 @@ def report(
     if points is not None:
         out += landscape_lines(points, figures / "landscape", colours)
         out += landscape_2d(points, figures / "landscape_2d", colours)
+    analyses = parse_analyses(analyses)
     if analyses:
         members = analysis_scores(per_seed, analyses)
         if members.empty:
@@ -300,7 +301,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--analyses",
         default="",
-        help="JSON {name: {atkd: on|off, members: {method: label}}} (the config's `analyses:` section)",
+        help="JSON {name: {variant: on|off, members: {method: label}}} (the config's `analyses:` section)",
     )
     p.add_argument(
         "--doc-scores", type=Path, default=None, help="doc_scores.csv: resample documents as well as seeds"

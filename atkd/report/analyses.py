@@ -4,9 +4,9 @@ findings F3 (DKD vs TKD), F4 (TKD on easy vs hard tokens) and F7 (k and lambda).
 An analysis is a named group of trained students compared side by side, declared in the config:
 
     analyses:
-      tkd_vs_dkd: {atkd: "off", members: {tkd_only: TKD only, dkd_only: DKD only, dkd: TKD + DKD}}
+      tkd_vs_dkd: {variant: "off", members: {tkd_only: TKD only, dkd_only: DKD only, dkd: TKD + DKD}}
 
-`members` maps a method to its label in this analysis; `atkd` says which variant of those methods is
+`members` maps a method to its label in this analysis; `variant` says which variant of those methods is
 compared. Findings read the analyses below by name and their members by label (the ROLES); an analysis
 that is absent from the config, or a role without a member, is reported as not measured.
 """
@@ -35,21 +35,23 @@ ROLES = {
 
 
 def parse_analyses(raw: str | Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Validate `{name: {atkd: on|off, members: {method: label}}}` (a mapping or its JSON text)."""
+    """Validate `{name: {variant: on|off, members: {method: label}}}` (a mapping or its JSON text)."""
     if raw is None or raw == "":
         return {}
     data = json.loads(raw) if isinstance(raw, str) else dict(raw)
     out = {}
     for name, spec in data.items():
         if not isinstance(spec, Mapping) or not isinstance(spec.get("members"), Mapping):
-            raise ValueError(f"analyses.{name}: expected {{atkd: on|off, members: {{method: label}}}}")
-        atkd = spec.get("atkd", "off")
+            raise ValueError(f"analyses.{name}: expected {{variant: on|off, members: {{method: label}}}}")
+        if extra := [k for k in spec if k not in ("variant", "members")]:
+            raise ValueError(f"analyses.{name}.{extra[0]}: unknown key; valid: variant, members")
+        atkd = spec.get("variant", "off")
         if atkd not in ("on", "off"):
-            raise ValueError(f"analyses.{name}.atkd: expected 'on' or 'off', got {atkd!r}")
+            raise ValueError(f"analyses.{name}.variant: expected 'on' or 'off', got {atkd!r}")
         labels = list(spec["members"].values())
         if len(set(labels)) != len(labels):
             raise ValueError(f"analyses.{name}.members: labels must be distinct, got {labels}")
-        out[name] = {"atkd": atkd, "members": {str(m): str(label) for m, label in spec["members"].items()}}
+        out[name] = {"variant": atkd, "members": {str(m): str(label) for m, label in spec["members"].items()}}
     return out
 
 
@@ -60,7 +62,7 @@ def analysis_scores(sc: pd.DataFrame, analyses: Mapping[str, Mapping[str, Any]])
     frames = []
     for name, spec in analyses.items():
         for method, label in spec["members"].items():
-            sub = avg[(avg["method"] == method) & (avg["atkd"] == spec["atkd"])]
+            sub = avg[(avg["method"] == method) & (avg["atkd"] == spec["variant"])]
             frames.append(sub.assign(analysis=name, label=label))
     columns = ["analysis", "label", "method", "atkd", "teacher", "seed", "value"]
     if not frames:

@@ -1,8 +1,8 @@
 """Comparisons a config asks for by name (`comparisons:`), beside the study's findings in REPORT.md.
 
     comparisons:
-      - {a: trl_gkd, b: gkd, teacher: neox-160x5}          # atkd: off (default), on, or both
-      - {a: gkd, b: kd, teacher: neox-160x5, atkd: both}
+      - {a: trl_gkd, b: gkd, teacher: neox-160x5}          # variant: off (default), on, or both
+      - {a: gkd, b: kd, teacher: neox-160x5, variant: both}
 
 Each is the paired difference A - B of average scores (atkd.report.stats: the hierarchical bootstrap over
 seeds then documents, its 95% interval and the minimal detectable effect). No direction is claimed: a
@@ -18,29 +18,29 @@ from typing import Any
 
 from atkd.report.stats import Evidence
 
-KEYS = ("a", "b", "teacher", "atkd")
+KEYS = ("a", "b", "teacher", "variant")
 VARIANTS = {"off": ("off",), "on": ("on",), "both": ("off", "on")}
 
 
 def parse_comparisons(raw: str | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    """The `comparisons:` list (as JSON or parsed), checked: a and b required, atkd off | on | both."""
+    """The `comparisons:` list (as JSON or parsed), checked: a and b required, variant off | on | both."""
     items = json.loads(raw) if isinstance(raw, str) and raw.strip() else (raw or [])
     if not isinstance(items, list):
-        raise ValueError("comparisons: expected a list of {a, b, teacher, atkd}")
+        raise ValueError("comparisons: expected a list of {a, b, teacher, variant}")
     out = []
     for i, item in enumerate(items):
         where = f"comparisons[{i}]"
         if not isinstance(item, Mapping):
-            raise ValueError(f"{where}: expected a mapping {{a, b, teacher, atkd}}, got {item!r}")
+            raise ValueError(f"{where}: expected a mapping {{a, b, teacher, variant}}, got {item!r}")
         if extra := [k for k in item if k not in KEYS]:
             raise ValueError(f"{where}.{extra[0]}: unknown key; valid: {', '.join(KEYS)}")
         for key in ("a", "b"):
             if not isinstance(item.get(key), str):
                 raise ValueError(f"{where}.{key}: a method name is required")
-        atkd = item.get("atkd", "off")
-        if atkd not in VARIANTS:
-            raise ValueError(f"{where}.atkd: {atkd!r}; valid: {', '.join(VARIANTS)}")
-        out.append({"a": item["a"], "b": item["b"], "teacher": item.get("teacher", ""), "atkd": atkd})
+        variant = item.get("variant", "off")
+        if variant not in VARIANTS:
+            raise ValueError(f"{where}.variant: {variant!r}; valid: {', '.join(VARIANTS)}")
+        out.append({"a": item["a"], "b": item["b"], "teacher": item.get("teacher", ""), "variant": variant})
     return out
 
 
@@ -76,7 +76,7 @@ def comparison_lines(comparisons: Sequence[Mapping[str, Any]], evidence: Evidenc
         return (method, teacher, atkd) if evidence.has_arm((method, teacher, atkd)) else (method, "", atkd)
 
     for c in comparisons:
-        for atkd in VARIANTS[c["atkd"]]:
+        for atkd in VARIANTS[c["variant"]]:
             cmp = evidence.compare(arm(c["a"], c["teacher"], atkd), arm(c["b"], c["teacher"], atkd))
             text, reading = (
                 ("not measured", "one of the arms has no scores")

@@ -361,7 +361,7 @@ def report_markdown(
     objective), chance levels, models.csv and probe summaries; `methods` is the configured method order
     (which of two +ATKD students with one objective F5 names)."""
     params = dict(zip(models["model"], models["params"].astype(float), strict=False))
-    seeds = sorted(set(scores.loc[scores["method"] != "teacher", "seed"]))
+    seeds = sorted(set(scores.loc[~scores["method"].isin(["teacher", "base"]), "seed"]))  # students only
     tasks = list(tasks) or sorted(set(scores["task"]) - {AVERAGE})
     if evidence is None:
         evidence = Evidence(scores, {t: "" for t in tasks})

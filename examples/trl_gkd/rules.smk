@@ -3,7 +3,7 @@
 #
 #   workflow_plugins: [examples/trl_gkd/rules.smk]
 #   methods:
-#     trl_gkd: {rule: trl_gkd, atkd: ["off", "on"], teachers: [neox-160x5],
+#     trl_gkd: {rule: trl_gkd, variants: ["off", "on"], teachers: [neox-160x5],
 #               params: {beta: 0.5, lmbda: 0.5, max_new_tokens: 64, temperature: 1.0}}
 #
 # Needs the `trl` extra: pip install -e ".[trl]" (install torch first).
@@ -20,13 +20,13 @@ rule trl_gkd:
         **run_params("trl_gkd"),
         script=TRL_GKD_SCRIPT,
     log:
-        f"{LOGS}/trl_gkd/{{teacher}}-{{atkd}}-s{{seed}}.log",
+        f"{LOGS}/trl_gkd/{{teacher}}-{{variant}}-s{{seed}}.log",
     benchmark:
-        f"{BENCH}/trl_gkd/{{teacher}}/{{atkd}}/s{{seed}}.tsv",
+        f"{BENCH}/trl_gkd/{{teacher}}/{{variant}}/s{{seed}}.tsv",
     threads: config.get("threads") or 1
     resources:
         **resources_for("distill"),
     shell:
         "python {params.script} --student {params.student_base} --teacher {params.teacher}"
-        " --data {params.train_data} --valid {params.valid_data} --atkd {wildcards.atkd}"
+        " --data {params.train_data} --valid {params.valid_data} --atkd {wildcards.variant}"
         " --seed {wildcards.seed} --out {params.run_dir} --settings {params.settings:q} > {log} 2>&1"

@@ -178,8 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     ]
     batch_size = int(distill.get("batch_size", 32))
     epochs = float(distill.get("epochs", 1.0))
-    steps_per_epoch = math.ceil(len(rows) / batch_size)
-    total = int(distill["max_steps"]) if distill.get("max_steps") else math.ceil(steps_per_epoch * epochs)
+    # as atkd.train counts them (TrainConfig.total_steps): epochs x records / batch, rounded up
+    total = (
+        int(distill["max_steps"])
+        if distill.get("max_steps")
+        else max(1, math.ceil(epochs * len(rows) / batch_size))
+    )
 
     config = GKDConfig(
         output_dir=str(out / "trl"),
@@ -223,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         loss = {
             "name": "jsd",
             "beta": float(params["beta"]),
-            "atkd": settings.get("atkd", {"k": 0.5, "lam": 0.2}),
+            "atkd": settings.get("atkd_options", {"k": 0.5, "lam": 0.2}),
         }
         trainer = AtkdGKDTrainer(**common, study_loss=build_loss(loss))
     else:

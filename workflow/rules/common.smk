@@ -40,7 +40,7 @@ BACKGROUND = "nice -n 10"
 wildcard_constraints:
     method="[A-Za-z0-9_.-]+",
     teacher="[A-Za-z0-9_.-]+",
-    atkd="on|off",
+    variant="on|off",
     seed="[0-9]+",
     key="[A-Za-z0-9_.@-]+",
     data="gt|gen",
@@ -48,7 +48,7 @@ wildcard_constraints:
 
 
 def _run(w):
-    return Run(w.method, w.teacher, w.atkd, int(w.seed))
+    return Run(w.method, w.teacher, w.variant, int(w.seed))
 
 
 def runs():
@@ -80,7 +80,7 @@ def distill_args(w):
 
 
 def distill_inputs(w):
-    return STUDY.distill_plan(w.method, w.teacher, w.atkd)[1]
+    return STUDY.distill_plan(w.method, w.teacher, w.variant)[1]
 
 
 def resources_for(rule_name):
@@ -218,8 +218,8 @@ def run_params(method):
         train_data=f"{WORLD}/train.jsonl",
         valid_data=f"{WORLD}/valid.jsonl",
         teacher=lambda w: "" if w.teacher == NO_TEACHER else teacher_model(w.teacher),
-        run_dir=lambda w: run_dir(method, w.teacher, w.atkd, w.seed),
-        settings=lambda w: json.dumps(STUDY.rule_settings(method, w.atkd), sort_keys=True),
+        run_dir=lambda w: run_dir(method, w.teacher, w.variant, w.seed),
+        settings=lambda w: json.dumps(STUDY.rule_settings(method, w.variant), sort_keys=True),
     )
 
 
@@ -230,7 +230,7 @@ def check_rule_methods(workflow, plugins):
         found = next((r for r in workflow.rules if r.name == name), None)
         if found is None:
             raise ValueError(f"methods.{method}.rule: no rule {name!r} in workflow_plugins {plugins}")
-        example = dict(teacher=STUDY.teachers[0], atkd="off", seed=STUDY.seeds[0])  # a run's concrete paths
+        example = dict(teacher=STUDY.teachers[0], variant="off", seed=STUDY.seeds[0])  # a run's concrete paths
         wanted = [v.format(**example) for v in STUDY.run_outputs(method).values()]
         missing = [v for v in wanted if not any(o.match(v) for o in found.output)]
         if missing:

@@ -1,4 +1,4 @@
-# Distilled students: one run per (method, teacher, atkd, seed), all from the same student base.
+# Distilled students: one run per (method, teacher, variant, seed), all from the same student base.
 
 
 rule distill:
@@ -9,15 +9,15 @@ rule distill:
     input:
         distill_inputs,
     output:
-        f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json",
+        f"{RUNS}/{{method}}/{{teacher}}/{{variant}}/s{{seed}}/train_summary.json",
     params:
         train=train_command("distill"),
         args=distill_args,
         nice=BACKGROUND,
     log:
-        f"{LOGS}/distill/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
+        f"{LOGS}/distill/{{method}}/{{teacher}}/{{variant}}/s{{seed}}.log",
     benchmark:
-        f"{BENCH}/distill/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.tsv",
+        f"{BENCH}/distill/{{method}}/{{teacher}}/{{variant}}/s{{seed}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("distill"),

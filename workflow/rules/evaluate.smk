@@ -6,22 +6,22 @@ rule evaluate:
     conda:
         ENV
     input:
-        run=f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json",
+        run=f"{RUNS}/{{method}}/{{teacher}}/{{variant}}/s{{seed}}/train_summary.json",
         world=rules.world.output.manifest,
         sets=INSTRUCT_SET_FILES,
     output:
-        metrics=f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/eval/metrics.csv",
-        doc_scores=f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/eval/doc_scores.csv",
+        metrics=f"{RUNS}/{{method}}/{{teacher}}/{{variant}}/s{{seed}}/eval/metrics.csv",
+        doc_scores=f"{RUNS}/{{method}}/{{teacher}}/{{variant}}/s{{seed}}/eval/doc_scores.csv",
     params:
-        run=lambda w: run_dir(w.method, w.teacher, w.atkd, w.seed),
+        run=lambda w: run_dir(w.method, w.teacher, w.variant, w.seed),
         meta=eval_meta,
         world=parent("input", 1),
         args=eval_args(),
         nice=BACKGROUND,
     log:
-        f"{LOGS}/evaluate/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
+        f"{LOGS}/evaluate/{{method}}/{{teacher}}/{{variant}}/s{{seed}}.log",
     benchmark:
-        f"{BENCH}/evaluate/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.tsv",
+        f"{BENCH}/evaluate/{{method}}/{{teacher}}/{{variant}}/s{{seed}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("evaluate"),

@@ -70,22 +70,22 @@ rule landscape:
     conda:
         ENV
     input:
-        run=f"{RUNS}/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/train_summary.json",
+        run=f"{RUNS}/{{method}}/{{teacher}}/{{variant}}/s{{seed}}/train_summary.json",
         world=rules.world.output.manifest,
     output:
-        f"{RESULTS}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/summary.csv",
-        f"{RESULTS}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}/landscape.csv",
+        f"{RESULTS}/landscape/{{method}}/{{teacher}}/{{variant}}/s{{seed}}/summary.csv",
+        f"{RESULTS}/landscape/{{method}}/{{teacher}}/{{variant}}/s{{seed}}/landscape.csv",
     params:
-        run=lambda w: run_dir(w.method, w.teacher, w.atkd, w.seed),
+        run=lambda w: run_dir(w.method, w.teacher, w.variant, w.seed),
         world=parent("input", 1),
         out=parent("output"),
         L=LANDSCAPE,
-        meta=lambda w: f"method={w.method} teacher={w.teacher} atkd={w.atkd} seed={w.seed}",
+        meta=lambda w: f"method={w.method} teacher={w.teacher} atkd={w.variant} seed={w.seed}",
         nice=BACKGROUND,
     log:
-        f"{LOGS}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.log",
+        f"{LOGS}/landscape/{{method}}/{{teacher}}/{{variant}}/s{{seed}}.log",
     benchmark:
-        f"{BENCH}/landscape/{{method}}/{{teacher}}/{{atkd}}/s{{seed}}.tsv",
+        f"{BENCH}/landscape/{{method}}/{{teacher}}/{{variant}}/s{{seed}}.tsv",
     threads: config["threads"]
     resources:
         **resources_for("landscape"),
