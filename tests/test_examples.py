@@ -4,6 +4,8 @@ computation of its authors' formulas."""
 from __future__ import annotations
 
 import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -264,6 +266,10 @@ def test_trl_gkd_leaves_a_run_the_workflow_reads(tmp_path, atkd):
     assert [x["step"] for x in lines if "valid_loss" in x] == [2, 3]
     assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3]
     assert not (out / "trl").exists()  # TRL's resume checkpoints go once the run is complete
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in (out / "final").iterdir():  # as readable as a plain `open` makes them (safetensors: 0600)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
 
 
 def test_trl_gkd_unknown_params_fail_naming_the_valid_ones(tmp_path):

@@ -42,7 +42,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-from atkd.fsutil import atomic_write_text
+from atkd.fsutil import atomic_dir, atomic_write_text
 from atkd.losses import build_loss
 from atkd.train.data import IGNORE_INDEX, Example, load_sft
 from atkd.train.step import evaluate_loss
@@ -244,8 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     result = trainer.train(resume_from_checkpoint=True if resume else None)
 
     final = out / "final"
-    trainer.model.save_pretrained(final)
-    tokenizer.save_pretrained(final)
+    with atomic_dir(final) as tmp:  # complete or absent, and readable under the user's umask (safetensors
+        trainer.model.save_pretrained(tmp)  # writes its files private)
+        tokenizer.save_pretrained(tmp)
     summary = {
         "final_model": str(final),
         "steps": trainer.state.global_step,
