@@ -276,6 +276,20 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
             raise ConfigError(f"{where}.teacher_epochs: must be in (0, {total}) (teacher_train.epochs)")
 
 
+def method_variants(method: Mapping[str, Any]) -> list[str]:
+    """Which runs a method has: without and with ATKD, unless it says otherwise (`variants:`), has no
+    teacher (off only) or is produced by a user's rule (off unless it lists both)."""
+    if method.get("teacher", True) is False:
+        return ["off"]
+    return list(method.get("variants", ["off"] if "rule" in method else ["off", "on"]))
+
+
+def method_teacher_names(config: Mapping[str, Any], method: Mapping[str, Any]) -> list[str]:
+    """Every configured teacher unless the method names some (`teachers:`)."""
+    chosen = method.get("teachers", "all")
+    return list(config["teachers"]) if chosen == "all" else list(chosen)
+
+
 def seed_count(method: Mapping[str, Any], teacher: str, n_seeds: int) -> int:
     """How many of the study's first seeds a method runs with at `teacher`: `seeds: N` for every
     teacher, `seeds: {teacher: N}` per teacher (a teacher not named gets all `n_seeds`)."""
@@ -291,8 +305,7 @@ def _check_seeds(name: str, method: Mapping[str, Any], config: Mapping[str, Any]
     if isinstance(counts, Mapping):
         if method.get("teacher", True) is False:
             raise ConfigError(f"{where}: a method without a teacher takes one count (seeds: N)")
-        chosen = method.get("teachers", "all")
-        valid = list(config["teachers"]) if chosen == "all" else list(chosen)
+        valid = method_teacher_names(config, method)
         for teacher in counts:
             if teacher not in valid:
                 raise ConfigError(
@@ -368,10 +381,7 @@ def _check_budget_sweep(config: Mapping[str, Any]) -> None:
             valid = ", ".join(config["methods"])
             raise ConfigError(f"budget_sweep.members: unknown method {name!r}; valid: {valid}")
         method = config["methods"][name]
-        if method.get("teacher", True) is False or set(method.get("variants", ["off", "on"])) != {
-            "off",
-            "on",
-        }:
+        if set(method_variants(method)) != {"off", "on"}:
             raise ConfigError(f"{where} needs runs with and without ATKD (variants: [off, on])")
         chosen = method.get("teachers", "all")
         if chosen != "all" and sweep["teacher"] not in chosen:
@@ -396,18 +406,15 @@ def _check_comparisons(config: Mapping[str, Any]) -> None:
             if c[key] not in methods:
                 raise ConfigError(f"{where}.{key}: unknown method {c[key]!r}; valid: {', '.join(methods)}")
         teacher = c.get("teacher", "")
+        wanted = {"both": ["off", "on"]}.get(c.get("variant", "off"), [c.get("variant", "off")])
         for key in ("a", "b"):
             m = methods[c[key]]
-            has_teacher = m.get("teacher", True) is not False
-            chosen = m.get("teachers", "all")
-            teachers = list(config["teachers"]) if chosen == "all" else list(chosen)
-            if has_teacher and teacher not in teachers:
+            teachers = method_teacher_names(config, m)
+            if m.get("teacher", True) is not False and teacher not in teachers:
                 raise ConfigError(
                     f"{where}.teacher: {c[key]} runs with teachers {', '.join(teachers)}, not {teacher!r}"
                 )
-            default = ["off", "on"] if has_teacher and "rule" not in m else ["off"]
-            variants = m.get("variants", default)
-            wanted = {"both": ["off", "on"]}.get(c.get("variant", "off"), [c.get("variant", "off")])
+            variants = method_variants(m)
             if missing := [v for v in wanted if v not in variants]:
                 raise ConfigError(
                     f"{where}.variant: {c[key]} has no {missing[0]!r} variant (variants: {variants})"
@@ -493,9 +500,7 @@ def check_study(config: Mapping[str, Any]) -> None:
             if method not in config["methods"]:
                 valid = ", ".join(config["methods"])
                 raise ConfigError(f"analyses.{name}.members: unknown method {method!r}; valid: {valid}")
-            entry = config["methods"][method]
-            default = ["off"] if entry.get("teacher", True) is False else ["off", "on"]
-            if variant not in entry.get("variants", default):
+            if variant not in method_variants(config["methods"][method]):
                 raise ConfigError(f"analyses.{name}: method {method!r} has no variant={variant!r} run")
     if config.get("budget_sweep"):
         _check_budget_sweep(config)

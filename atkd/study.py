@@ -25,13 +25,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from atkd.config import budget_sweep_plan, distill_fields, method_atkd_options, seed_count
+from atkd.config import (
+    budget_sweep_plan,
+    distill_fields,
+    method_atkd_options,
+    method_teacher_names,
+    method_variants,
+    seed_count,
+)
 from atkd.fsutil import epoch_dir_name
 from atkd.losses import parse_spec
 from atkd.train.sampling import SamplingConfig, parse_sampling
 
 NO_TEACHER = "none"  # the teacher slot of a run without one (SFT)
-VARIANTS = ("off", "on")  # a method's runs without and with ATKD
 
 
 @dataclass(frozen=True)
@@ -180,20 +186,15 @@ class Study:
 
     def method_teachers(self, method: str) -> list[str]:
         """Every configured teacher unless the method names some (`teachers:`)."""
-        chosen = self.methods[method].get("teachers", "all")
-        return list(self.teachers) if chosen == "all" else list(chosen)
+        return method_teacher_names(self.config, self.methods[method])
 
     def method_seeds(self, method: str, teacher: str = NO_TEACHER) -> list[int]:
         """All of `seeds`, or the first N (`seeds: N`, or `seeds: {teacher: N}` per teacher)."""
         return self.seeds[: seed_count(self.methods[method], teacher, len(self.seeds))]
 
     def variants(self, method: str) -> list[str]:
-        """With and without ATKD, unless the method says otherwise (`atkd: [on]`) or has no teacher; a
-        method produced by a user's rule runs without ATKD unless it lists both."""
-        if not self.needs_teacher(method):
-            return ["off"]
-        default = ["off"] if "rule" in self.methods[method] else VARIANTS
-        return list(self.methods[method].get("variants", default))
+        """The method's runs without and with ATKD (atkd.config.method_variants)."""
+        return method_variants(self.methods[method])
 
     def rule_methods(self) -> dict[str, str]:
         """{method: the user's rule that produces its runs} (`rule:`, from `workflow_plugins`)."""

@@ -327,7 +327,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--comparisons",
         default="",
-        help="JSON [{a, b, teacher, atkd: off|on|both}]: paired comparisons REPORT.md adds (`comparisons:`)",
+        help="JSON [{a, b, teacher, variant: off|on|both}]: paired comparisons for REPORT.md",
     )
 
     def run_report(a: argparse.Namespace) -> int:

@@ -45,13 +45,14 @@ def parse_analyses(raw: str | Mapping[str, Any] | None) -> dict[str, dict[str, A
             raise ValueError(f"analyses.{name}: expected {{variant: on|off, members: {{method: label}}}}")
         if extra := [k for k in spec if k not in ("variant", "members")]:
             raise ValueError(f"analyses.{name}.{extra[0]}: unknown key; valid: variant, members")
-        atkd = spec.get("variant", "off")
-        if atkd not in ("on", "off"):
-            raise ValueError(f"analyses.{name}.variant: expected 'on' or 'off', got {atkd!r}")
+        variant = spec.get("variant", "off")
+        if variant not in ("on", "off"):
+            raise ValueError(f"analyses.{name}.variant: expected 'on' or 'off', got {variant!r}")
         labels = list(spec["members"].values())
         if len(set(labels)) != len(labels):
             raise ValueError(f"analyses.{name}.members: labels must be distinct, got {labels}")
-        out[name] = {"variant": atkd, "members": {str(m): str(label) for m, label in spec["members"].items()}}
+        members = {str(m): str(label) for m, label in spec["members"].items()}
+        out[name] = {"variant": variant, "members": members}
     return out
 
 

@@ -44,6 +44,7 @@ from trl.experimental.gkd import GKDConfig, GKDTrainer
 
 from atkd.fsutil import atomic_dir, atomic_write_text
 from atkd.losses import build_loss
+from atkd.train import data
 from atkd.train.data import IGNORE_INDEX, Example, load_sft
 from atkd.train.step import evaluate_loss
 
@@ -57,21 +58,14 @@ def prompt_length(example: Example) -> int:
 
 
 def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """TRL's GKD batch: the whole sequences right-padded (labels -100 on the prompt and padding), and the
-    prompts left-padded for on-policy generation."""
-    width = max(len(r["input_ids"]) for r in rows)
+    """TRL's GKD batch: the whole sequences right-padded as atkd.train pads them (labels -100 on the prompt
+    and padding), and the prompts left-padded for on-policy generation."""
+    batch = data.collate([Example(tuple(r["input_ids"]), tuple(r["labels"])) for r in rows], pad_id)
     p_width = max(r["prompt_len"] for r in rows)
-    batch = {
-        k: torch.full((len(rows), width), v)
-        for k, v in (("input_ids", pad_id), ("labels", IGNORE_INDEX), ("attention_mask", 0))
-    }
     batch["prompts"] = torch.full((len(rows), p_width), pad_id)
     batch["prompt_attention_mask"] = torch.zeros((len(rows), p_width), dtype=torch.long)
     for i, r in enumerate(rows):
-        n, p = len(r["input_ids"]), r["prompt_len"]
-        batch["input_ids"][i, :n] = torch.tensor(r["input_ids"])
-        batch["labels"][i, :n] = torch.tensor(r["labels"])
-        batch["attention_mask"][i, :n] = 1
+        p = r["prompt_len"]
         batch["prompts"][i, p_width - p :] = torch.tensor(r["input_ids"][:p])
         batch["prompt_attention_mask"][i, p_width - p :] = 1
     return batch
