@@ -44,6 +44,7 @@ METHOD_TRAIN_KEYS = (
     "valid_limit",
     "bf16",
     "fused_head",
+    "targets_only",
 )
 _DEFAULT_EPOCHS = 1.0  # atkd.train.TrainConfig.epochs (not imported: the workflow's parse stays light)
 

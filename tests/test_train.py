@@ -11,7 +11,7 @@ from helpers.tiny_world import records, train_config
 from safetensors.torch import load_file
 
 from atkd.data.template import format_prompt
-from atkd.losses import build_loss, sparse_from_logits
+from atkd.losses import DIVERGENCES, build_loss, sparse_from_logits
 from atkd.models import build_model, load_model, load_tokenizer, save_model
 from atkd.train import TrainConfig, forward_backward, train
 from atkd.train.config import config_diff, load_config_file
@@ -27,8 +27,10 @@ from atkd.train.data import (
     load_text,
     pack,
     padding_share,
+    target_mask,
 )
 from atkd.train.optim import lr_lambda
+from atkd.train.run import targets_only
 from atkd.train.step import check_fused_head, check_packing, model_inputs
 from atkd.train.teacher_cache import TeacherCache, build_teacher_cache, cache_bytes_per_row
 
@@ -180,6 +182,55 @@ def test_fused_head_step_equals_the_unfused_one(tok, spec, teacher_from):
         torch.testing.assert_close(out[True][1][name], grad, rtol=1e-8, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("atkd", [None, {"k": 0.5, "lam": 0.2}])
+@pytest.mark.parametrize("name", ["ce", *sorted(DIVERGENCES)])
+def test_targets_only_step_equals_the_full_logits_one(world, tok, name, atkd):
+    """Logits at the target positions only (`targets_only`) give the loss, counts and gradient of the full
+    logits, for every registered loss with and without +ATKD, on a packed batch and a padded one, with a
+    live teacher and with cached teacher rows `[1, N, V]` (float64)."""
+    if name == "ce" and atkd:
+        pytest.skip("+ATKD needs a teacher")
+    examples = load_examples(world["train"], tok, 512)
+    part = [examples[i] for i in batch_indices(len(examples), 2, 30, 10)]
+    loss_fn = build_loss({"name": name, **({"atkd": atkd} if atkd else {})})
+    teacher = None
+    if loss_fn.config.needs_teacher:
+        teacher = build_model("neox-48x2", len(tok), seed=1).double().eval()
+    packed, _ = pack(part, tok.pad_token_id)
+    for batch in (packed, collate(part, tok.pad_token_id)):
+        for teacher_from in ("live", "rows") if teacher is not None else ("none",):
+            out = {}
+            for only in (False, True):
+                b, live = dict(batch), teacher
+                if teacher_from == "rows":  # what a teacher cache hands each head
+                    with torch.no_grad():
+                        t = teacher(**model_inputs(batch)).logits[:, :-1]
+                    b["teacher_logits"] = t[target_mask(batch)][None] if only else t
+                    live = None
+                student = build_model("neox-32x2", len(tok), seed=0).double()
+                stats = forward_backward(student, [b], loss_fn, live, targets_only=only)
+                out[only] = stats, {n: p.grad for n, p in student.named_parameters()}
+            (full, g_full), (only, g_only) = out[False], out[True]
+            assert only["target_tokens"] == full["target_tokens"] and only["tokens"] == full["tokens"]
+            assert only["loss"] == pytest.approx(full["loss"], rel=1e-9)
+            assert ("ce" in only) == ("ce" in full) == (teacher is not None)
+            assert only.get("ce", 0.0) == pytest.approx(full.get("ce", 0.0), rel=1e-9)
+            for n, grad in g_full.items():
+                torch.testing.assert_close(g_only[n], grad, rtol=1e-7, atol=1e-10, msg=n)
+
+
+def test_targets_only_is_chosen_where_the_loss_is_the_same(world, tmp_path):
+    """Runs take the targets-only head unless the loss needs the rows (+ATKD split per sequence), a
+    stateful method reads the logits, or the head is fused."""
+    cfg = TrainConfig(**train_config(world, tmp_path, loss="fkl"))
+    assert targets_only(cfg, build_loss("fkl"), [], torch.device("cpu"), sharded=False)
+    per_sequence = build_loss({"name": "fkl", "atkd": {"split": "sequence"}})
+    assert not targets_only(cfg, per_sequence, [], torch.device("cpu"), sharded=False)
+    assert not targets_only(cfg, build_loss("fkl"), [], torch.device("cpu"), sharded=True)
+    fused = TrainConfig(**train_config(world, tmp_path, loss="fkl", fused_head=True))
+    assert not targets_only(fused, build_loss("fkl"), [], torch.device("cpu"), sharded=False)
+
+
 def test_bucketed_batches_give_the_loss_of_each_sequence_alone(world, tok):
     """Padding changes nothing: per-example and total losses of bucketed (micro-)batches equal those of
     every sequence run alone, unpadded (float64, a plain log-softmax reference)."""
@@ -308,6 +359,8 @@ def test_teacher_cache_rows_follow_bucketed_indices(world, tok, reference_run, t
             own = model(input_ids=torch.tensor([examples[i].input_ids])).logits[0, :-1]
         torch.testing.assert_close(aligned[r, : n - 1][keep], own[keep], rtol=1e-5, atol=1e-5)
         assert (aligned[r, n - 1 :] == 0).all()
+    # the targets-only head reads the same rows without the zeros, in the batch's row-major order
+    torch.testing.assert_close(cache.rows(idx), aligned[target_mask(batch)][None], rtol=0, atol=0)
 
 
 def test_teacher_cache_batches_stay_within_the_logits_budget(world, reference_run, tmp_path, monkeypatch):
@@ -354,6 +407,9 @@ def test_sparse_cache_holds_the_teachers_top_k_in_batch_order(world, tok, refere
     assert (got.logp[mask].min(-1).values >= live.topk(9).values[:, -1] - 4e-3).all()  # 16-bit rounding
     torch.testing.assert_close(got.target[mask], want.target, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got.tail[mask], want.tail, rtol=1e-5, atol=1e-5)
+    rows = cache.rows([idx[k] for k in order])  # the targets-only head's [1, N, ...] view: the same rows
+    for field in ("indices", "logp", "target", "tail"):
+        torch.testing.assert_close(getattr(rows, field), getattr(got, field)[mask][None], rtol=0, atol=0)
 
 
 def test_kd_runs_from_a_sparse_cache_and_resume_exactly(world, reference_run, tmp_path):

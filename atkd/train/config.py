@@ -107,6 +107,9 @@ class TrainConfig:
     # Compute the loss from the final hidden states and the output embedding chunk by chunk
     # (atkd.losses.fused): no [tokens x vocab] logits, for large vocabularies. Same loss up to rounding.
     fused_head: bool = False
+    # Logits at the target positions only (response + EOS) where the loss allows it
+    # (atkd.train.run.targets_only): the same loss without the logits of prompt and padding positions.
+    targets_only: bool = True
     # Shard the student (and a live teacher) over the processes with FSDP, for models that do not fit one
     # device (atkd.train.distributed). Same weights as without; only under a multi-process launcher.
     shard: bool = False

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,6 +113,12 @@ def load_examples(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_leng
     if path.suffix == ".jsonl":
         return load_sft(path, tokenizer, max_length)
     return load_text(path, tokenizer, max_length)
+
+
+def target_mask(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """[B, T-1] positions whose next token is a target: response + EOS of a record (every token of plain
+    text), aligned with `logits[:, :-1]`."""
+    return batch["labels"][:, 1:] != IGNORE_INDEX
 
 
 def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -219,7 +219,8 @@ def _gradient(run: Run, step: int) -> dict[str, float]:
         else:
             batch = collate(part, pad)
         if run.cache is not None and not sampled:
-            batch["teacher_logits"] = run.cache.aligned(rows, batch)
+            cache = run.cache
+            batch["teacher_logits"] = cache.rows(rows) if run.targets_only else cache.aligned(rows, batch)
         micro.append(batch)
     # every process divides by the step's GLOBAL target count; summing the gradients over the
     # processes then gives exactly the gradient of the whole global batch
@@ -227,6 +228,7 @@ def _gradient(run: Run, step: int) -> dict[str, float]:
     stats = forward_backward(
         run.model, micro, run.loss_fn, run.teacher, run.device, run.bf16, cfg.fused_head, n_targets,
         grad_scale=procs.size if run.sharded else 1.0,  # FSDP averages over processes: undo that
+        targets_only=run.targets_only,
     )  # fmt: skip
     if not run.sharded:  # FSDP has already summed (reduce-scattered) the gradients
         procs.sum_gradients(run.model)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from atkd.losses import build_loss
+from atkd.losses import KDLoss, build_loss
 from atkd.models.tokenizer import load_tokenizer
 from atkd.train.checkpoint import hf_saves
 from atkd.train.config import TrainConfig
@@ -48,6 +48,7 @@ class Run:
     eval_every: int | None
     hf_saves: dict[int, str]  # {step: directory under hf/}
     micro_batch: int  # examples per forward pass
+    targets_only: bool  # logits of target positions only (`step._TargetsHead`; see `targets_only`)
 
     @property
     def bf16(self) -> bool:
@@ -115,7 +116,34 @@ def setup_run(cfg: TrainConfig, procs: Processes) -> Run:
         eval_every=cfg.eval_every or (math.ceil(steps / cfg.eval_points) if cfg.eval_points else None),
         hf_saves=saves,
         micro_batch=cfg.micro_batch_size or cfg.batch_size,
+        targets_only=targets_only(cfg, loss_fn, models, device, sharded),
     )
+
+
+def targets_only(
+    cfg: TrainConfig,
+    loss_fn: Callable[..., torch.Tensor],
+    models: list[torch.nn.Module],
+    device: torch.device,
+    sharded: bool,
+) -> bool:
+    """Whether steps compute logits at the target positions only (`cfg.targets_only`, the default). The
+    loss is the same (every loss sums over target tokens), and a batch of instructions spends about two
+    thirds of its positions on prompts and padding. Not for a stateful method (it may read the logits'
+    layout), a +ATKD split per sequence (it needs the rows), `fused_head` (no logits at all), FSDP, or a
+    model whose logits are not its output embedding of the final hidden states."""
+    if not cfg.targets_only or cfg.fused_head or cfg.stateful is not None or sharded:
+        return False
+    if not isinstance(loss_fn, KDLoss):
+        return False
+    if loss_fn.config.atkd is not None and loss_fn.config.atkd.split != "batch":
+        return False
+    try:
+        for m in models:
+            check_fused_head(m, device)
+    except ValueError:
+        return False
+    return True
 
 
 def runtime(cfg: TrainConfig) -> torch.device:

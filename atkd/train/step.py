@@ -3,11 +3,13 @@
 Logits are aligned with labels here: `logits[:, :-1]` predicts `input_ids[:, 1:]`; labels are -100 on the
 prompt and on padding, so the loss covers response tokens + EOS only (plain text: every token).
 
-The step runs the student (and the teacher, if the loss needs one) through one of two output heads: the
-model's logits, or (`fused_head`) its final hidden states and output embedding, from which
-`atkd.losses.fused_linear_kd_loss` computes the same loss chunk by chunk without `[tokens x vocab]` logits.
-Everything else (devices, autocast, teacher logits from a cache, token counts, gradient scaling, the sums
-reported) is the same for both.
+The step runs the student (and the teacher, if the loss needs one) through one of three output heads: the
+model's logits; (`targets_only`) the output embedding applied to the final hidden states of the target
+positions only, which gives the same loss without computing, copying or differentiating logits of prompt
+and padding positions (about two thirds of the tokens of an instruction batch); or (`fused_head`) the final
+hidden states and output embedding, from which `atkd.losses.fused_linear_kd_loss` computes the same loss
+chunk by chunk without `[tokens x vocab]` logits. Everything else (devices, autocast, teacher logits from
+a cache, token counts, gradient scaling, the sums reported) is the same for all three.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 
 from atkd.losses import SparseTeacher, build_loss, fused_linear_kd_loss
-from atkd.train.data import IGNORE_INDEX, Example, collate, pack
+from atkd.train.data import IGNORE_INDEX, Example, collate, pack, target_mask
 
 _CE = build_loss("ce")
 _Batch = dict[str, torch.Tensor]
@@ -27,7 +29,7 @@ _Batch = dict[str, torch.Tensor]
 
 def count_targets(batch: Mapping[str, torch.Tensor]) -> int:
     """Valid target tokens of a collated batch after the shift."""
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    return int(target_mask(batch).sum())
 
 
 def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -56,6 +58,10 @@ class _LogitsHead:
     full_logits = True  # so the student's CE on the targets can be monitored for free
 
     @staticmethod
+    def labels(labels: torch.Tensor) -> torch.Tensor:
+        return labels
+
+    @staticmethod
     def student(model: torch.nn.Module, batch: _Batch) -> tuple[torch.Tensor, int]:
         logits = model(**model_inputs(batch)).logits
         return logits[:, :-1], logits.shape[-1]
@@ -76,10 +82,37 @@ class _LogitsHead:
         return loss_fn(student, teacher.get("teacher_logits"), labels, num_tokens=num_targets)
 
 
+class _TargetsHead:
+    """The logits of the target positions only, `[1, N, V]` in the batch's row-major order: the output
+    embedding applied to those positions' final hidden states. The loss sees one row of N valid tokens, so
+    this head serves token-level losses whose +ATKD split is over the batch (`setup_run` decides)."""
+
+    full_logits = True
+
+    @staticmethod
+    def labels(labels: torch.Tensor) -> torch.Tensor:
+        return labels[labels != IGNORE_INDEX].unsqueeze(0)
+
+    @staticmethod
+    def student(model: torch.nn.Module, batch: _Batch) -> tuple[torch.Tensor, int]:
+        hidden, head = _hidden_and_head(model, batch)
+        logits = head(hidden[target_mask(batch)])
+        return logits.unsqueeze(0), logits.shape[-1]
+
+    @staticmethod
+    def teacher(teacher: torch.nn.Module, batch: _Batch, width: int) -> dict[str, Any]:
+        hidden, head = _hidden_and_head(teacher, batch)
+        logits = head(hidden[target_mask(batch)]).unsqueeze(0)
+        return {"teacher_logits": _student_width(logits, width)}
+
+    loss = _LogitsHead.loss
+
+
 class _FusedHead:
     """The final hidden states and the output embedding, student and (live) teacher; no full logits."""
 
     full_logits = False
+    labels = _LogitsHead.labels
 
     @staticmethod
     def student(model: torch.nn.Module, batch: _Batch) -> tuple[tuple[torch.Tensor, Any], int]:
@@ -116,6 +149,7 @@ def forward_backward(
     fused: bool = False,
     num_targets: int | None = None,
     grad_scale: float = 1.0,
+    targets_only: bool = False,
 ) -> dict[str, float]:
     """Accumulate the gradient of one optimizer step over its micro-batches (no optimizer step).
 
@@ -125,17 +159,19 @@ def forward_backward(
     cache), from the batch. Returns the step's mean token loss, processed (non-pad) tokens and target
     tokens (and, with a teacher, the student's CE on the targets). With `fused`, the loss is computed from
     the hidden states and output embeddings (`fused_linear_kd_loss`), student and live teacher alike, and
-    no full logits exist (nor the CE monitor, which would need them). `grad_scale` multiplies the
+    no full logits exist (nor the CE monitor, which would need them). With `targets_only`, only the target
+    positions get logits (`_TargetsHead`) and cached teacher logits are those rows, `[1, N, V]`
+    (`TeacherCache.rows`). `grad_scale` multiplies the
     gradient, not the reported loss (FSDP averages the gradients over processes; this undoes that).
     """
     device = torch.device(device)
     if num_targets is None:
         num_targets = sum(count_targets(b) for b in micro_batches)
-    head = _FusedHead if fused else _LogitsHead
+    head = _FusedHead if fused else (_TargetsHead if targets_only else _LogitsHead)
     total_loss, total_ce, tokens, monitor_ce = 0.0, 0.0, 0, False
     for batch in micro_batches:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        labels = batch["labels"][:, 1:]
+        labels = head.labels(batch["labels"][:, 1:])
         with autocast(device, bf16):
             student, width = head.student(model, batch)
             teacher_args: dict[str, Any] = {}

@@ -38,7 +38,7 @@ from atkd.fsutil import atomic_dir
 from atkd.losses.sparse import SparseTeacher, sparse_from_logits
 from atkd.models.ladder import load_model
 from atkd.models.tokenizer import load_tokenizer
-from atkd.train.data import IGNORE_INDEX, Example, collate, load_examples
+from atkd.train.data import Example, collate, load_examples, target_mask
 
 log = logging.getLogger(__name__)
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -58,11 +58,6 @@ def _sha256_file(path: str | Path) -> str:
 def _tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
     vocab = sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()
-
-
-def _target_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B, T-1] positions whose next token is a target (the rows a cache holds)."""
-    return batch["labels"][:, 1:] != IGNORE_INDEX
 
 
 @torch.no_grad()
@@ -108,7 +103,7 @@ def build_teacher_cache(
             }
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            mask = _target_mask(batch)
+            mask = target_mask(batch)
             rows = out[:, :-1][mask].float()
             at = slice(int(offsets[lo]), int(offsets[lo]) + len(rows))
             if topk is None:
@@ -206,14 +201,25 @@ class TeacherCache:
         if problems:
             raise ValueError(f"teacher cache {self.path} does not match this run: " + "; ".join(problems))
 
-    def aligned(self, indices: list[int], batch: dict[str, torch.Tensor]) -> torch.Tensor | SparseTeacher:
-        """The teacher at `batch`'s shifted labels, examples `indices` in the batch's row-major order: logits
-        [B, T-1, V] (float32, zeros off-target), or a sparse cache's `SparseTeacher` fields [B, T-1, ...]."""
-        mask = _target_mask(batch)
+    def rows(self, indices: list[int]) -> torch.Tensor | SparseTeacher:
+        """The teacher at the targets of examples `indices`, concatenated in that order as one row: logits
+        `[1, N, V]` (float32) or a sparse cache's fields `[1, N, ...]`. A batch whose target positions,
+        taken in row-major order, follow the same examples reads them as they are (the targets-only head,
+        `atkd.train.step`)."""
         out = {}
         for name, array in self.arrays.items():
             rows = np.concatenate([array[self.offsets[i] : self.offsets[i + 1]] for i in indices])
-            rows = torch.from_numpy(rows.astype(np.int64 if name == "indices" else np.float32))
+            out[name] = torch.from_numpy(rows.astype(np.int64 if name == "indices" else np.float32))[None]
+        return SparseTeacher(**out) if self.sparse else out["logits"]
+
+    def aligned(self, indices: list[int], batch: dict[str, torch.Tensor]) -> torch.Tensor | SparseTeacher:
+        """The teacher at `batch`'s shifted labels, examples `indices` in the batch's row-major order: logits
+        [B, T-1, V] (float32, zeros off-target), or a sparse cache's `SparseTeacher` fields [B, T-1, ...]."""
+        mask = target_mask(batch)
+        flat = self.rows(indices)
+        out = {}
+        for name in self.arrays:
+            rows = (getattr(flat, name) if self.sparse else flat)[0]
             full = torch.zeros(*mask.shape, *rows.shape[1:], dtype=rows.dtype)
             full[mask] = rows
             out[name] = full
