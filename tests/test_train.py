@@ -231,6 +231,14 @@ def test_targets_only_is_chosen_where_the_loss_is_the_same(world, tmp_path):
     assert not targets_only(fused, build_loss("fkl"), [], torch.device("cpu"), sharded=False)
 
 
+def test_packed_batches_refuse_a_per_sequence_atkd_split(world, reference_run, tmp_path):
+    """A packed row holds several examples, so a per-sequence +ATKD split would rank per row: refused."""
+    loss = {"name": "fkl", "atkd": {"split": "sequence"}}
+    cfg = train_config(world, tmp_path, loss=loss, batching="packed", teacher=str(reference_run[1]))
+    with pytest.raises(ValueError, match="split: sequence"):
+        train(TrainConfig(**cfg))
+
+
 def test_bucketed_batches_give_the_loss_of_each_sequence_alone(world, tok):
     """Padding changes nothing: per-example and total losses of bucketed (micro-)batches equal those of
     every sequence run alone, unpadded (float64, a plain log-softmax reference)."""

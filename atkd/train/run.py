@@ -73,6 +73,11 @@ def setup_run(cfg: TrainConfig, procs: Processes) -> Run:
         for m in models:
             check_fused_head(m, device)
     if cfg.batching == "packed":
+        if loss_fn.config.atkd is not None and loss_fn.config.atkd.split == "sequence":
+            raise ValueError(
+                "batching: packed puts several examples in one row, so +ATKD's split: sequence would rank "
+                "tokens per packed row, not per example; use batching: random or bucketed, or split: batch"
+            )
         for m in models:
             check_packing(m, device)
     sampling = parse_sampling(cfg.sampling)

@@ -161,8 +161,8 @@ def forward_backward(
     the hidden states and output embeddings (`fused_linear_kd_loss`), student and live teacher alike, and
     no full logits exist (nor the CE monitor, which would need them). With `targets_only`, only the target
     positions get logits (`_TargetsHead`) and cached teacher logits are those rows, `[1, N, V]`
-    (`TeacherCache.rows`). `grad_scale` multiplies the
-    gradient, not the reported loss (FSDP averages the gradients over processes; this undoes that).
+    (`TeacherCache.rows`). `grad_scale` multiplies the gradient, not the reported loss (FSDP averages the
+    gradients over processes; this undoes that).
     """
     device = torch.device(device)
     if num_targets is None:
