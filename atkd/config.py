@@ -235,7 +235,17 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
     variants = method.get("variants", ["off"] if method.get("teacher", True) is False else ["off", "on"])
     if "on" in variants:
         key = "atkd_loss" if "atkd_loss" in method else "loss"
-        _spec(f"{where}.{key}", method[key], method_atkd_options(config, name))
+        on = _spec(f"{where}.{key}", method[key], method_atkd_options(config, name))
+        if (
+            on.atkd is not None
+            and on.atkd.split == "sequence"
+            and (distill_fields(config, name).get("batching") == "packed")
+        ):
+            raise ConfigError(
+                f"{where}: batching: packed puts several examples in one row, so +ATKD's split: sequence"
+                " would rank tokens per packed row, not per example; set batching: random or bucketed"
+                f" ({where}.train.batching), or atkd_options.split: batch"
+            )
     elif "atkd_options" in method:
         raise ConfigError(f"{where}.atkd_options: the method has no +ATKD variant (variants: {variants})")
     if method.get("teacher", True) is False:

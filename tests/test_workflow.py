@@ -73,6 +73,16 @@ def _set(*path_and_value):
     return apply
 
 
+def _chain(*changes):
+    """Several config changes applied in order."""
+
+    def apply(cfg, tmp_path):
+        for change in changes:
+            change(cfg, tmp_path)
+
+    return apply
+
+
 def _bad_set(tmp_path):
     """An instruction set whose second line has a number where the reference answer should be."""
     path = tmp_path / "bad.jsonl"
@@ -170,6 +180,10 @@ CONFIG_ERRORS = [
     (
         _set("teachers", "neox-64x2", lambda tmp: {"model": str(_model_dir(tmp)), "finetune": False}),
         r"methods.kd_early.teacher_epochs: teacher 'neox-64x2' is not fine-tuned here \(finetune: false\)",
+    ),
+    (
+        _chain(_set("distill", "batching", "packed"), _set("atkd_options", "split", "sequence")),
+        r"methods.kd: batching: packed puts several examples in one row, so \+ATKD's split: sequence",
     ),
     (_set("student", "layers", [0, 1]), r"student.layers: a layer subset is cut from a checkpoint"),
     (_set("teachers", "neox-64x2", "layers", [0]), r"teachers.neox-64x2.layers: student only"),
