@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from atkd import cli
-from atkd.data.families import FAMILIES, TRAIN_MIX, sample_answer, subset_dist
+from atkd.data.families import COMPOSITIONS, FAMILIES, PARA_MIX, TRAIN_MIX, sample_answer, subset_dist
 from atkd.data.jsonl import read_jsonl
 from atkd.data.judge import (
     answer_distribution,
@@ -196,7 +196,10 @@ def test_shifted_suites_shift(world):
     for family in ("closed_qa", "extraction", "summarization"):
         assert mean_len(selfinst, family) > 1.3 * mean_len(train, family), family
     wizard = _load(root / "suites" / "wizardlm.jsonl")
-    assert not {r["family"] for r in wizard} & train_families
+    # Compositions of two skills: a long tail of training (1% each), the bulk of the mix is single skills.
+    assert {r["family"] for r in wizard} == set(COMPOSITIONS) <= train_families
+    assert all(TRAIN_MIX[f] <= 0.01 for f in COMPOSITIONS)
+    assert not set(COMPOSITIONS) & set(PARA_MIX)
     koala = _load(root / "suites" / "koala.jsonl")
     # Paraphrased instructions: none of koala's instructions (with their slots filled) occurs in training.
     assert not {r["instruction"] for r in koala} & train_instructions
@@ -251,6 +254,9 @@ def test_bbh_and_drop_answers_are_right(world):
             k, a, b = m.groups()
             ca, cb = (next(c for n, c, _ in have if n == x) for x in (a, b))
             truth = ca - cb
+        elif m := re.match(r"How many (\w+) does (\w+) have", q):
+            k, a = m.groups()
+            truth = next(c for n, c, kk in have if n == a and kk == k)
         elif m := re.match(r"Who has more (\w+), (\w+) or (\w+)", q):
             k, a, b = m.groups()
             ca, cb = (next(c for n, c, _ in have if n == x) for x in (a, b))
@@ -261,6 +267,32 @@ def test_bbh_and_drop_answers_are_right(world):
             k = re.match(r"How many (\w+) are there in total", q).group(1)
             truth = sum(c for _, c, kk in have if kk == k)
         assert str(truth) == r["answer"], r
+
+
+def test_passage_numbers_answers_are_right(world):
+    """Recompute each training passage_numbers answer from its passage: the count it states is the named
+    person's, the winner of a comparison holds more than the other person asked about, the number of
+    holders is right."""
+    root, _ = world
+    recs = [r for r in _load(root / "train.jsonl") if r["family"] == "passage_numbers"]
+    assert recs
+    kinds = set()
+    for r in recs:
+        have = {n: (int(c), k) for n, c, k in re.findall(r"(\w+) has (\d+) (\w+)\.", r["input"])}
+        if m := re.fullmatch(r"(\d+) people have (\w+)\.", r["output"]):
+            kinds.add("count")
+            assert int(m.group(1)) == sum(k == m.group(2) for _, k in have.values()) == r["judge"]["value"]
+        elif m := re.fullmatch(r"(\w+) has more (\w+)\.", r["output"]):
+            kinds.add("compare")
+            asked = [w for w in re.findall(r"\w+", r["instruction"]) if w in have]
+            assert len(asked) == 2 and m.group(1) in asked and r["judge"]["keys"] == [m.group(1)]
+            assert have[m.group(1)][0] == max(have[w][0] for w in asked)
+            assert all(have[w][1] == m.group(2) for w in asked)
+        else:
+            kinds.add("lookup")
+            a, c, k = re.fullmatch(r"(\w+) has (\d+) (\w+)\.", r["output"]).groups()
+            assert have[a] == (int(c), k) and r["judge"]["value"] == int(c) and a in r["instruction"]
+    assert kinds == {"count", "compare", "lookup"}
 
 
 def test_pretrain_fame_follows_zipf_and_covers_everyone(world):

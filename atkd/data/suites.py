@@ -9,13 +9,17 @@ Five generation suites (judged against the world's ground truth, study's ratio s
              5-7 word lists, 4-5 names or numbers to extract, 4-5 facts to summarise, 3-step arithmetic).
 - `koala`    Koala stand-in: the training families asked with instruction phrasings never seen in training.
 - `wizardlm` WizardLM stand-in: compositions of two skills (KB fact + arithmetic, two KB hops, two facts in
-             one answer, passage reading + arithmetic, two list operations, two brainstorm draws).
+             one answer, passage reading + arithmetic, two list operations, two brainstorm draws); each is
+             1% of the training mix, a long tail that only models with capacity to spare learn.
 
 Three understanding suites (accuracy), each multiple choice with its own few-shot pool:
 
 - `mmlu` 4 options over KB facts (5-shot in the study; the options are not listed in the question).
-- `drop` reading comprehension with numbers over a short passage (3-shot): 4 numbers (the other
-         quantities a wrong reading gives, then near misses), or the 2 names of a comparison.
+- `drop` reading comprehension with numbers over a short passage (3-shot): reading one count, comparing
+         two, counting holders (the training family `passage_numbers` teaches these), or adding,
+         subtracting and totalling counts (only adding two is trained, as the rare composition
+         `passage_arith`); 4 numbers as options (the other quantities a wrong reading gives, then near
+         misses), or the 2 names of a comparison.
 - `bbh`  multi-step symbolic reasoning (3-shot): boolean expressions of 2-3 operators (2 options); the
          training `logic` family has only single-operator ones.
 
@@ -33,8 +37,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from atkd.data.families import TRAIN_MIX, Record, WorldContext, fact_answer
-from atkd.data.kb import AGE_RANGE, CATEGORIES, COUNTABLE, PROFESSIONS, plural
+from atkd.data.families import PARA_MIX, TRAIN_MIX, Record, WorldContext, fact_answer, number_passage
+from atkd.data.kb import AGE_RANGE, CATEGORIES, PROFESSIONS
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ GENERATION_SUITES: dict[str, GenerationSuite] = {
         "length: longer passages, lists, texts to summarise, 3-step arithmetic",
     ),
     "koala": GenerationSuite(
-        TRAIN_MIX, "para", "phrasing: every instruction uses a template unseen in training"
+        PARA_MIX, "para", "phrasing: every instruction uses a template unseen in training"
     ),
     "wizardlm": GenerationSuite(
         {
@@ -158,20 +162,19 @@ def gen_mmlu(rng: random.Random, ctx: WorldContext) -> Record:
 
 # ---------------------------------------------------------------------------------------------- DROP
 def gen_drop(rng: random.Random, ctx: WorldContext) -> Record:
-    """A passage of who-has-how-many plus one question needing counting, adding, subtracting or comparing."""
-    n = rng.randint(3, 4)
-    names = rng.sample(ctx.extra_names, n)
-    kinds = [plural(w) for w in rng.sample(CATEGORIES[rng.choice(COUNTABLE)][1], 2)]
-    # Both item kinds are held by at least one person; the first kind by at least two.
-    holder_kind = [kinds[0], kinds[0], kinds[1]] + [rng.choice(kinds) for _ in range(n - 3)]
-    rng.shuffle(holder_kind)
-    counts = rng.sample(range(2, 21), n)  # distinct, so comparisons are never ties
-    passage = " ".join(f"{p} has {c} {k}." for p, c, k in zip(names, counts, holder_kind))
-    main = kinds[0]
-    holders = [(p, c) for p, c, k in zip(names, counts, holder_kind) if k == main]
+    """A passage of who-has-how-many plus one question: reading one count, comparing two or counting the
+    holders (the training family `passage_numbers` teaches these), or adding, subtracting or totalling
+    counts (reading + arithmetic; only adding two counts is trained, as a rare composition)."""
+    holdings, main, passage = number_passage(rng, ctx)
+    names = [p for p, _, _ in holdings]
+    counts = [c for _, c, _ in holdings]
+    holders = [(p, c) for p, c, k in holdings if k == main]
     (a, ca), (b, cb) = rng.sample(holders, 2)
-    qtype = rng.choice(("sum", "diff", "compare", "count", "total"))
-    if qtype == "sum":
+    qtype = rng.choice(("lookup", "compare", "count", "sum", "diff", "total"))
+    if qtype == "lookup":
+        question, value = f"How many {main} does {a} have?", ca
+        say = f"{a} has {{}} {main}.".format
+    elif qtype == "sum":
         question, value = f"How many {main} do {a} and {b} have together?", ca + cb
         say = f"{a} and {b} have {{}} {main} together.".format
     elif qtype == "diff":
