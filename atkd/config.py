@@ -45,6 +45,7 @@ METHOD_TRAIN_KEYS = (
     "bf16",
     "fused_head",
     "targets_only",
+    "batching",
 )
 _DEFAULT_EPOCHS = 1.0  # atkd.train.TrainConfig.epochs (not imported: the workflow's parse stays light)
 
@@ -200,6 +201,26 @@ def _check_rule_method(where: str, method: Mapping[str, Any], config: Mapping[st
             raise ConfigError(f"{where}.teachers: unknown teacher {t!r}; valid: {', '.join(teachers)}")
 
 
+def _check_split_batching(
+    where: str, split_key: str, spec: Any, config: Mapping[str, Any], name: str
+) -> None:
+    """A packed row holds several examples, so a token split ranked per sequence would rank per row."""
+    if spec.atkd is None or spec.atkd.split != "sequence":
+        return
+    fields = distill_fields(config, name)
+    if fields.get("batching") == "packed":
+        batching_key = (
+            f"{where}.train.batching"
+            if "batching" in config["methods"][name].get("train", {})
+            else "distill.batching"
+        )
+        raise ConfigError(
+            f"{where}: batching: packed puts several examples in one row, so the +ATKD split: sequence would"
+            f" rank tokens per packed row, not per example; set {batching_key}: random or bucketed, or"
+            f" {split_key}: batch"
+        )
+
+
 def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     where = f"methods.{name}"
     if "rule" in method:
@@ -233,19 +254,14 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
     except ValueError as err:
         raise ConfigError(f"{where}.{err}") from None
     variants = method.get("variants", ["off"] if method.get("teacher", True) is False else ["off", "on"])
+    _check_split_batching(where, f"{where}.loss.atkd.split", loss, config, name)
     if "on" in variants:
         key = "atkd_loss" if "atkd_loss" in method else "loss"
         on = _spec(f"{where}.{key}", method[key], method_atkd_options(config, name))
-        if (
-            on.atkd is not None
-            and on.atkd.split == "sequence"
-            and (distill_fields(config, name).get("batching") == "packed")
-        ):
-            raise ConfigError(
-                f"{where}: batching: packed puts several examples in one row, so +ATKD's split: sequence"
-                " would rank tokens per packed row, not per example; set batching: random or bucketed"
-                f" ({where}.train.batching), or atkd_options.split: batch"
-            )
+        own = "split" in method.get("atkd_options", {})
+        _check_split_batching(
+            where, f"{where}.atkd_options.split" if own else "atkd_options.split", on, config, name
+        )
     elif "atkd_options" in method:
         raise ConfigError(f"{where}.atkd_options: the method has no +ATKD variant (variants: {variants})")
     if method.get("teacher", True) is False:

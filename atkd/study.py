@@ -366,6 +366,15 @@ class Study:
         return self.train_args(distill_fields(self.config, run.method), **fixed)
 
     # ----------------------------------------------------------------------------- base models
+    def world_version(self) -> str:
+        """What makes the `world` rule rerun when the package generates a different world: the synthetic
+        world's generator version, or "real" for real data (its source and fields are in the command)."""
+        if self.real_data:
+            return "real"
+        from atkd.data.world import WORLD_VERSION
+
+        return f"synthetic-v{WORLD_VERSION}"
+
     def world_command(self) -> str:
         """`atkd world` (synthetic world) or `atkd data` (real data from the Hub or a file), no log."""
         world = shlex.quote(self.paths.world)

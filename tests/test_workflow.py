@@ -183,7 +183,24 @@ CONFIG_ERRORS = [
     ),
     (
         _chain(_set("distill", "batching", "packed"), _set("atkd_options", "split", "sequence")),
-        r"methods.kd: batching: packed puts several examples in one row, so \+ATKD's split: sequence",
+        r"methods.kd: batching: packed puts several examples in one row, so the \+ATKD split: sequence"
+        r".*set distill.batching: random or bucketed, or atkd_options.split: batch",
+    ),
+    (  # the split from the method's own options, batching from its own train section
+        _chain(
+            _set("methods", "kd_k70", "train", {"batching": "packed"}),
+            _set("methods", "kd_k70", "atkd_options", {"k": 0.7, "split": "sequence"}),
+        ),
+        r"methods.kd_k70: .*set methods.kd_k70.train.batching: random or bucketed, or"
+        r" methods.kd_k70.atkd_options.split: batch",
+    ),
+    (  # a loss with its own token split, no +ATKD variant
+        _chain(
+            _set("distill", "batching", "packed"),
+            _set("methods", "kd", "loss", {"name": "fkl", "atkd": {"split": "sequence"}}),
+            _set("methods", "kd", "variants", ["off"]),
+        ),
+        r"methods.kd: .*or methods.kd.loss.atkd.split: batch",
     ),
     (_set("student", "layers", [0, 1]), r"student.layers: a layer subset is cut from a checkpoint"),
     (_set("teachers", "neox-64x2", "layers", [0]), r"teachers.neox-64x2.layers: student only"),
@@ -274,6 +291,14 @@ def test_a_missing_local_model_fails_up_front(tmp_path):
     ):
         check_study(cfg)
     cfg["teachers"][name]["model"] = "EleutherAI/pythia-160m"  # a Hub id is not checked here
+    check_study(cfg)
+
+
+@pytest.mark.parametrize("batching", ["random", "bucketed"])
+def test_sequence_split_is_fine_without_packing(batching):
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["distill"]["batching"] = batching
+    cfg["atkd_options"]["split"] = "sequence"
     check_study(cfg)
 
 

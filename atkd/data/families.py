@@ -816,7 +816,8 @@ FAMILIES: dict[str, Generator] = {
     "brainstorm_pair": gen_brainstorm_pair,
 }
 
-# The training mix (also the in-distribution eval suite). Stochastic families: brainstorm, story. The six
+# The training mix (also the in-distribution eval suite). Stochastic families: brainstorm, story,
+# brainstorm_pair. The six
 # compositions of two skills (the WizardLM stand-in's families) are 1% each: rare, long-tail instructions
 # that a model can learn only with the capacity to spare (world v4 had none; no model of the ladder then
 # wrote their answers better than a wrong answer of the right form).

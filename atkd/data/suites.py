@@ -92,7 +92,7 @@ GENERATION_SUITES: dict[str, GenerationSuite] = {
             "brainstorm_pair": 1 / 6,
         },
         "base",
-        "composition: each instruction needs two skills seen separately in training",
+        "composition: each instruction needs two skills; each composition is 1% of training",
     ),
 }
 
@@ -100,7 +100,7 @@ UNDERSTANDING_SUITES: dict[str, dict[str, Any]] = {
     "mmlu": {"num_fewshot": 5, "shift": "format: 4-way multiple choice over KB facts"},
     "drop": {
         "num_fewshot": 3,
-        "shift": "reading + arithmetic: count, add, subtract, compare numbers in a passage",
+        "shift": "reading + arithmetic: look up, compare, count (trained), add, subtract, total in a passage",
     },
     "bbh": {"num_fewshot": 3, "shift": "multi-step: boolean expressions of 2-3 operators"},
 }

@@ -99,6 +99,10 @@ def world_command():
     return STUDY.world_command()
 
 
+def world_version():
+    return STUDY.world_version()
+
+
 def tokenizer_command():
     return STUDY.tokenizer_command()
 

@@ -9,6 +9,7 @@ rule world:
         manifest=f"{WORLD}/manifest.json",
     params:
         cmd=world_command(),
+        version=world_version(),
     log:
         f"{LOGS}/world.log",
     benchmark:
