@@ -209,3 +209,16 @@ def test_the_keys_once_all_called_atkd_fail_naming_their_new_names(change, messa
     cfg = copy.deepcopy(SMOKE)
     cfg["methods"]["kd"]["loss"] = {"name": "fkl", "atkd": {"k": 0.5}}  # a loss's split keeps its name
     check_schema(cfg, ROOT / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def test_the_world_rules_version_param_follows_the_generator(monkeypatch):
+    """The `world` rule's `version` param is what reruns it (Snakemake's params trigger) when the package
+    generates a different world, so it must follow WORLD_VERSION; real data has its source in the command."""
+    import atkd.data.world as world
+
+    before = study().world_version()
+    monkeypatch.setattr(world, "WORLD_VERSION", world.WORLD_VERSION + 1)
+    after = study().world_version()
+    assert before != after and after.endswith(str(world.WORLD_VERSION))
+    real = Study(yaml.safe_load((ROOT / "config" / "paper-pythia.yaml").read_text()))
+    assert real.world_version() == "real"
