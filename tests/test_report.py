@@ -320,6 +320,10 @@ def test_report_findings_and_probes(tmp_path):
     assert "larger teachers are more confident: **supported**" in text
     assert "F2" in text and "**supported** (an identity" in text
     assert "flatter with ATKD is **supported**" in text
+    # kd beats sft by 0.09 and 0.08 on its two seeds: above SFT, paired over seeds; no teacher was scored
+    line = "- `kd` at t-small 0.5150 (`sft` 0.4300, its teacher not scored); `kd` minus `sft`: +0.0850"
+    assert line in text
+    assert text.count("above `sft` is **supported**") == 2
 
 
 ANALYSES = {

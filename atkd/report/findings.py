@@ -112,6 +112,40 @@ def sparse_lines(rows: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def _regime(sc: pd.DataFrame, reference: str, params: dict[str, float], evidence: Evidence) -> list[str]:
+    """Whether the reference KD student sits between a teacher-free baseline (SFT) and its teacher, as in
+    the study's regime: paired over the seeds both students have; the teacher is one model, so its side is
+    a comparison of means."""
+    lines = [
+        "## Regime: the distilled student between SFT and its teacher",
+        "",
+        "Means over each arm's seeds; each difference over the seeds both students have.",
+        "",
+    ]
+    students = sc[~sc["method"].isin(["teacher", "base"]) & (sc["atkd"] == "off")]
+    free = sorted(set(students.loc[students["teacher"] == "", "method"]))
+    distilled = students.loc[students["method"] == reference, "teacher"]
+    teachers = sorted({t for t in distilled if t}, key=params.get)
+    if not free or not teachers:
+        return lines + [f"- Not measured: the run needs `{reference}` and a student without a teacher.", ""]
+    for base in free:
+        base_mean = _series(sc, base, "", "off").mean()
+        for t in teachers:
+            mean = _series(sc, reference, t, "off").mean()
+            own = _series(sc, "teacher", t, "off")
+            teacher_text = f"its teacher {own.mean():.4f}" if len(own) else "its teacher not scored"
+            cmp = evidence.compare((reference, t, "off"), (base, "", "off"))
+            line = f"- `{reference}` at {t} {mean:.4f} (`{base}` {base_mean:.4f}, {teacher_text})"
+            if cmp is not None:
+                verdict = cmp.verdict_for(1)
+                line += f"; `{reference}` minus `{base}`: {cmp.text()}: above `{base}` is **{verdict}**"
+            if len(own):
+                below = "below" if mean < own.mean() else "not below"
+                line += f"; {below} its teacher (one model: no interval)"
+            lines.append(line)
+    return lines + [""]
+
+
 def _f2_f3(
     probes: pd.DataFrame | None, params: dict[str, float], reference: pd.DataFrame | None = None
 ) -> list[str]:
@@ -399,6 +433,7 @@ def report_markdown(
         "",
     ]
     members = analysis_scores(scores, analyses or {})
+    lines += _regime(scores, reference, params, evidence)
     lines += _f1(scores, params, evidence)
     lines += _f2_f3(probes, params, reference_probes)
     lines += [
