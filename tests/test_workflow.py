@@ -359,8 +359,9 @@ def test_smoke_workflow_end_to_end(smoke_run):
     for method in examples:
         assert set(main.loc[main["method"] == method, "atkd"]) == {"off", "on"}, method
         assert set(metrics.loc[metrics["method"] == method, "teacher"]) == {"neox-64x2"}, method
+    report = (results / "REPORT.md").read_text()
+    assert report.count("`kd` minus `sft`: ") == len(smoke["teachers"])  # the regime check, per teacher
     if HAS_TRL:
-        report = (results / "REPORT.md").read_text()
         assert re.search(r"\| trl_gkd \| gkd \| neox-64x2 \| off \| [+-]0\.\d{4} \[95% CI", report)
         curves = pd.read_csv(results / "curves.csv", keep_default_na=False)
         assert {"trl_gkd/neox-64x2/off/s1", "taid/neox-64x2/on/s1"} <= set(curves["run"])
