@@ -430,3 +430,21 @@ def test_report_shows_reference_probes_and_the_sparse_cache_accuracy(tmp_path):
             metrics, models, tmp_path / "r2", tmp_path / "f2", ["kd"], probes=probes,
             reference_probes={"x": bad},
         )  # fmt: skip
+
+
+def test_regime_check_places_kd_between_the_teacher_free_baseline_and_its_teacher():
+    """The regime line compares kd with sft over their shared seeds and with its teacher's one score."""
+    from atkd.report.findings import report_markdown
+
+    rows = [("teacher", "t", 0, 0.6), ("sft", "", 1, 0.40), ("sft", "", 2, 0.42)]
+    rows += [("kd", "t", 1, 0.45), ("kd", "t", 2, 0.47), ("kd", "t", 3, 0.70)]  # seed 3: kd only
+    cols = ["method", "teacher", "seed", "value"]
+    scores = pd.DataFrame(rows, columns=cols).assign(atkd="off", task="avg")
+    models = pd.DataFrame({"model": ["t"], "params": [1e6]})
+    text = report_markdown(scores, models, tasks=["avg"])
+    # kd's mean is over its three seeds (0.54, below the teacher's 0.6); the difference over seeds 1-2
+    assert "- `kd` at t 0.5400 (`sft` 0.4100, its teacher 0.6000); `kd` minus `sft`: +0.0500" in text
+    assert "(2 seeds" in text and "; below its teacher (one model: no interval)" in text
+    scores.loc[scores["method"] == "teacher", "value"] = 0.5
+    assert "; not below its teacher" in report_markdown(scores, models, tasks=["avg"])
+    assert "Not measured: the run needs `kd`" in report_markdown(scores[scores["method"] != "sft"], models)
