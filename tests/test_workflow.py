@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import HAS_TRL
-from helpers.workflow import ROOT, job_counts, smoke_config, snakemake
+from helpers.workflow import ROOT, job_counts, plan, smoke_config, snakemake
 
 from atkd.config import (
     ConfigError,
@@ -32,7 +32,7 @@ def test_lint_is_clean():
 
 @pytest.mark.parametrize("configfile", ["config/default.yaml", "config/full.yaml", "config/smoke.yaml"])
 def test_dry_run_plans_every_run(configfile):
-    out = snakemake("-n", "all", "--configfile", configfile, "--quiet", "rules")
+    out = plan("all", "--configfile", configfile, "--quiet", "rules")
     assert out.returncode == 0, out.stderr
     cfg = yaml.safe_load((ROOT / configfile).read_text())
     n_teachers = len(cfg["teachers"])
@@ -382,7 +382,7 @@ def test_paper_profiles_plan_the_full_study(configfile):
     benchmarks by name; no synthetic world. Ground-truth batches read a sparse (top-K) teacher cache, so
     no such run takes a live teacher, except a method that opts out (rkd: reverse KL under a top-K teacher
     is a poor stand-in, docs/losses.md) and batches the student samples."""
-    out = snakemake("-n", "-p", "all", "--configfile", configfile, timeout=300)
+    out = plan("-p", "all", "--configfile", configfile, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     counts = job_counts(out)
     cfg = yaml.safe_load((ROOT / configfile).read_text())
@@ -435,7 +435,7 @@ def _commands(out) -> list[str]:
 def test_budget_sweep_and_curves_in_the_dag(configfile, teacher, budgets):
     """Every budget-sweep member runs with and without ATKD at the sweep's teacher with its own budget;
     every training run validates; the collect step writes curves.csv and the report draws both figures."""
-    out = snakemake("-n", "-p", "all", "--configfile", configfile, timeout=180)
+    out = plan("-p", "all", "--configfile", configfile, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     commands = _commands(out)
     train = [c for c in commands if c.startswith("atkd train")]
@@ -500,7 +500,7 @@ def test_the_real_teacher_config_plans_its_steps():
     """config/smollm2-cpu.yaml: the GGUF teacher is exported once and not fine-tuned; the student is cut
     from it; probes and the sparse cache's accuracy read the real sets; the student base is evaluated;
     the report gets the ladder's probes and the accuracy table."""
-    out = snakemake("-n", "-p", "all", "--configfile", "config/smollm2-cpu.yaml", timeout=180)
+    out = plan("-p", "all", "--configfile", "config/smollm2-cpu.yaml", timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     commands = _commands(out)
     cfg = yaml.safe_load((ROOT / "config" / "smollm2-cpu.yaml").read_text())
@@ -611,12 +611,10 @@ def test_the_extended_overlay_adds_four_methods_at_the_largest_teacher():
     distillation and trl_gkd by the example's rule, each +-ATKD at neox-160x5 with their seeds; TRL's GKD
     is compared with ours in REPORT.md."""
     pytest.importorskip("trl")
-    out = snakemake(
-        "-n", "-p", "all", "--configfile", "config/default.yaml", "config/extended.yaml", timeout=180
-    )
+    out = plan("-p", "all", "--configfile", "config/default.yaml", "config/extended.yaml", timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     counts = job_counts(out)
-    default = snakemake("-n", "all", "--configfile", "config/default.yaml", "--quiet", "rules", timeout=180)
+    default = plan("all", "--configfile", "config/default.yaml", "--quiet", "rules", timeout=180)
     base = job_counts(default)
     assert counts["distill"] == base["distill"] + 2 * 2 + 2 * 3 + 2 * 3  # gkd 2 seeds, taid and akl 3
     assert counts["trl_gkd"] == 2 * 2 and counts["evaluate"] == base["evaluate"] + 4 + 16

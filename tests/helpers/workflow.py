@@ -32,6 +32,13 @@ def snakemake(*args: str, timeout: int = 60, cwd: Path = ROOT) -> subprocess.Com
     )
 
 
+def plan(*args: str, timeout: int = 60, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """A dry run of every job the workflow would run from nothing (`-n --forceall`), whatever results the
+    checkout already holds: a user who ran the smoke or default workflow in the repository first still
+    gets the planning tests' answers."""
+    return snakemake("-n", "--forceall", *args, timeout=timeout, cwd=cwd)
+
+
 def job_counts(out: subprocess.CompletedProcess) -> dict[str, int]:
     """Rule -> planned job count, from the job-stats table of a (dry) run's output."""
     counts = {}
