@@ -686,12 +686,15 @@ def gen_logic(rng: random.Random, ctx: WorldContext, variant: str, heldout: bool
 
 # ---------------------------------------------------------------------------------- passage numbers
 def number_passage(rng: random.Random, ctx: WorldContext) -> tuple[list[tuple[str, int, str]], str, str]:
-    """A passage of who-has-how-many: 3-4 people with distinct counts (2-20) of two item kinds, the first
-    kind held by at least two of them. Returns (holdings, main kind, passage text)."""
-    n = rng.randint(3, 4)
+    """A passage of who-has-how-many: 3-5 people with distinct counts (2-20) of two item kinds. The first
+    kind is held by 2, 3 or 4 of them, uniformly (so "how many people have ..." is answered by reading,
+    not by a prior; world v5 held it by exactly two in 64% of passages), the second by at least one.
+    Returns (holdings, main kind, passage text)."""
+    m = rng.randint(2, 4)
+    n = rng.randint(max(3, m + 1), 5)
     names = rng.sample(ctx.extra_names, n)
     kinds = [plural(w) for w in rng.sample(CATEGORIES[rng.choice(COUNTABLE)][1], 2)]
-    holder_kind = [kinds[0], kinds[0], kinds[1]] + [rng.choice(kinds) for _ in range(n - 3)]
+    holder_kind = [kinds[0]] * m + [kinds[1]] * (n - m)
     rng.shuffle(holder_kind)
     counts = rng.sample(range(2, 21), n)  # distinct, so comparisons are never ties
     holdings = list(zip(names, counts, holder_kind))

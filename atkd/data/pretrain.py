@@ -22,7 +22,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from atkd.data.families import COMPARATIVES, WorldContext, sample_answer, story_dist, subset_dist
+from atkd.data.families import (
+    COMPARATIVES,
+    WorldContext,
+    number_passage,
+    sample_answer,
+    story_dist,
+    subset_dist,
+)
 from atkd.data.kb import CATEGORIES, COUNTABLE, article, plural
 
 # Document kinds and their shares. "fact" documents (biographies, mentions, residents) carry the KB.
@@ -136,21 +143,34 @@ def _category(rng: random.Random, ctx: WorldContext) -> str:
 
 
 def _passage(rng: random.Random, ctx: WorldContext) -> str:
-    """Who has how many, then one fact read off or computed from it (the skill DROP asks)."""
-    names = rng.sample(ctx.extra_names, 3)
-    items = plural(rng.choice(CATEGORIES[rng.choice(COUNTABLE)][1]))
-    counts = rng.sample(range(2, 21), 3)
-    text = " ".join(f"{n} has {c} {items}." for n, c in zip(names, counts))
-    (a, ca), (b, cb) = rng.sample(list(zip(names, counts)), 2)
-    r = rng.random()
-    if r < 0.25:
-        return f"{text} {a} and {b} have {ca + cb} {items} together."
-    if r < 0.5:
-        (a, ca), (b, cb) = sorted([(a, ca), (b, cb)], key=lambda x: -x[1])
-        return f"{text} {a} has {ca - cb} more {items} than {b}."
-    if r < 0.75:
-        return f"{text} {a if ca > cb else b} has more {items} than {b if ca > cb else a}."
-    return f"{text} There are {sum(counts)} {items} in total."
+    """A who-has-how-many passage (as DROP and `passage_numbers` write them), then one to three things a
+    reader takes from it, each half the time after the question that asks it: a count read back (most
+    often), who of two has more, how many people hold a kind, and now and then a sum or a difference.
+    World v5 followed a 3-person passage only with a sum, a difference, a comparison or a total, so no
+    model saw a count read back before instruction tuning, and none read them well."""
+    holdings, main, text = number_passage(rng, ctx)
+    holders = [(p, c) for p, c, k in holdings if k == main]
+    said = [text]
+    for _ in range(rng.randint(1, 3)):
+        (a, ca), (b, cb) = rng.sample(holders, 2)
+        r = rng.random()
+        if r < 0.4:
+            p, c, k = rng.choice(holdings)
+            q, answer = f"How many {k} does {p} have?", f"{p} has {c} {k}."
+        elif r < 0.6:
+            win, lose = (a, b) if ca > cb else (b, a)
+            q, answer = f"Who has more {main}, {a} or {b}?", f"{win} has more {main} than {lose}."
+        elif r < 0.8:
+            q, answer = f"How many people have {main}?", f"{len(holders)} people have {main}."
+        elif r < 0.9:
+            q = f"How many {main} do {a} and {b} have together?"
+            answer = f"{a} and {b} have {ca + cb} {main} together."
+        else:
+            (a, ca), (b, cb) = sorted([(a, ca), (b, cb)], key=lambda x: -x[1])
+            q = f"How many more {main} does {a} have than {b}?"
+            answer = f"{a} has {ca - cb} more {main} than {b}."
+        said += [q, answer] if rng.random() < 0.5 else [answer]
+    return " ".join(said)
 
 
 def _arithmetic(rng: random.Random, ctx: WorldContext) -> str:

@@ -15,16 +15,16 @@ Five generation suites (judged against the world's ground truth, study's ratio s
 Three understanding suites (accuracy), each multiple choice with its own few-shot pool:
 
 - `mmlu` 4 options over KB facts (5-shot in the study; the options are not listed in the question).
-- `drop` reading comprehension with numbers over a short passage (3-shot): reading one count, comparing
-         two, counting holders (the training family `passage_numbers` teaches these), or adding,
-         subtracting and totalling counts (only adding two is trained, as the rare composition
+- `drop` reading comprehension with numbers over a 3-5-person passage (3-shot): reading one count,
+         comparing two, counting holders (the training family `passage_numbers` teaches these), or
+         adding and subtracting two counts (only adding is trained, as the rare composition
          `passage_arith`); 4 numbers as options (the other quantities a wrong reading gives, then near
          misses), or the 2 names of a comparison.
 - `bbh`  multi-step symbolic reasoning (3-shot): boolean expressions of 2-3 operators (2 options); the
          training `logic` family has only single-operator ones.
 
 Every option is scored by its log-likelihood as the *answer sentence* a model trained on the world writes
-("Tova is a baker.", "Tata has more rakes.", "There are 17 bells in total."), so a 2M-parameter model that
+("Tova is a baker.", "Tata has more rakes.", "Tata and Kuva have 17 bells together."), so a 2M-parameter model that
 knows the fact or can do the step shows it, whatever its fluency in bare words; `chance_level` is the
 expected accuracy of a uniform guess (the mean of 1 / number of options). Records carry `choices`, `gold`,
 the short gold `answer`, and `instruction`/`input`/`output` (output = the gold sentence), so the one prompt
@@ -100,7 +100,7 @@ UNDERSTANDING_SUITES: dict[str, dict[str, Any]] = {
     "mmlu": {"num_fewshot": 5, "shift": "format: 4-way multiple choice over KB facts"},
     "drop": {
         "num_fewshot": 3,
-        "shift": "reading + arithmetic: look up, compare, count (trained), add, subtract, total in a passage",
+        "shift": "reading + arithmetic: look up, compare, count (trained), add, subtract in a passage",
     },
     "bbh": {"num_fewshot": 3, "shift": "multi-step: boolean expressions of 2-3 operators"},
 }
@@ -163,14 +163,17 @@ def gen_mmlu(rng: random.Random, ctx: WorldContext) -> Record:
 # ---------------------------------------------------------------------------------------------- DROP
 def gen_drop(rng: random.Random, ctx: WorldContext) -> Record:
     """A passage of who-has-how-many plus one question: reading one count, comparing two or counting the
-    holders (the training family `passage_numbers` teaches these), or adding, subtracting or totalling
-    counts (reading + arithmetic; only adding two counts is trained, as a rare composition)."""
+    holders (the training family `passage_numbers` teaches these), or adding or subtracting two counts
+    (reading + arithmetic; only adding two counts is trained, as a rare composition). World v5 also asked
+    for the total of 2-4 counts: every model scored below chance on it (0.05-0.15 against 0.25), as its
+    distractors are the passage's own counts, which a model that copies from the passage prefers; it
+    measured the opposite of reading, so v6 leaves it out."""
     holdings, main, passage = number_passage(rng, ctx)
     names = [p for p, _, _ in holdings]
     counts = [c for _, c, _ in holdings]
     holders = [(p, c) for p, c, k in holdings if k == main]
     (a, ca), (b, cb) = rng.sample(holders, 2)
-    qtype = rng.choice(("lookup", "compare", "count", "sum", "diff", "total"))
+    qtype = rng.choice(("lookup", "compare", "count", "sum", "diff"))
     if qtype == "lookup":
         question, value = f"How many {main} does {a} have?", ca
         say = f"{a} has {{}} {main}.".format
@@ -184,9 +187,6 @@ def gen_drop(rng: random.Random, ctx: WorldContext) -> Record:
     elif qtype == "count":
         question, value = f"How many people have {main}?", len(holders)
         say = f"{{}} people have {main}.".format
-    elif qtype == "total":
-        question, value = f"How many {main} are there in total?", sum(c for _, c in holders)
-        say = f"There are {{}} {main} in total.".format
     if qtype == "compare":
         question, answer = f"Who has more {main}, {a} or {b}?", a if ca > cb else b
         options = [a, b]

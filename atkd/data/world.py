@@ -51,7 +51,7 @@ from atkd.fsutil import atomic_write_json, atomic_write_text
 
 # Bumped whenever the same seed and sizes generate a different world; the workflow's `world` rule reruns on
 # a change (its params hold it), so an old results/ folder does not keep a stale world.
-WORLD_VERSION = 5
+WORLD_VERSION = 6
 DEFAULTS: dict[str, int] = {
     "n_train": 18_000,
     "n_valid": 1_000,
