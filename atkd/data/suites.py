@@ -24,11 +24,11 @@ Three understanding suites (accuracy), each multiple choice with its own few-sho
          training `logic` family has only single-operator ones.
 
 Every option is scored by its log-likelihood as the *answer sentence* a model trained on the world writes
-("Tova is a baker.", "Tata has more rakes.", "Tata and Kuva have 17 bells together."), so a 2M-parameter model that
-knows the fact or can do the step shows it, whatever its fluency in bare words; `chance_level` is the
-expected accuracy of a uniform guess (the mean of 1 / number of options). Records carry `choices`, `gold`,
-the short gold `answer`, and `instruction`/`input`/`output` (output = the gold sentence), so the one prompt
-template applies.
+("Tova is a baker.", "Tata has more rakes.", "Tata and Kuva have 17 bells together."), so a 2M-parameter
+model that knows the fact or can do the step shows it, whatever its fluency in bare words; `chance_level` is
+the expected accuracy of a uniform guess (the mean of 1 / number of options). Records carry `choices`,
+`gold`, the short gold `answer`, and `instruction`/`input`/`output` (output = the gold sentence), so the one
+prompt template applies.
 """
 
 from __future__ import annotations
