@@ -448,3 +448,28 @@ def test_regime_check_places_kd_between_the_teacher_free_baseline_and_its_teache
     scores.loc[scores["method"] == "teacher", "value"] = 0.5
     assert "; not below its teacher" in report_markdown(scores, models, tasks=["avg"])
     assert "Not measured: the run needs `kd`" in report_markdown(scores[scores["method"] != "sft"], models)
+
+
+def test_regime_check_compares_only_students_of_the_same_budget():
+    """A teacher-free baseline trained for another number of epochs (runs.csv) is named, not compared: a
+    4-epoch SFT student against a 2-epoch KD one measures the budget, not distillation."""
+    from atkd.report.findings import report_markdown
+
+    rows = [("teacher", "t", 0, 0.6), ("sft", "", 1, 0.40), ("sft", "", 2, 0.42)]
+    rows += [("sft_e4", "", 1, 0.50), ("sft_e4", "", 2, 0.52), ("kd", "t", 1, 0.45), ("kd", "t", 2, 0.47)]
+    scores = pd.DataFrame(rows, columns=["method", "teacher", "seed", "value"]).assign(atkd="off", task="avg")
+    models = pd.DataFrame({"model": ["t"], "params": [1e6]})
+    epochs = {"sft": "2", "sft_e4": "4", "kd": "2"}
+    runs = scores[scores["method"] != "teacher"].assign(
+        run=lambda d: d["method"] + "/s" + d["seed"].astype(str),
+        objective="x",
+        epochs=lambda d: d["method"].map(epochs),
+    )
+    text = report_markdown(scores, models, tasks=["avg"], runs=runs)
+    assert "`kd` minus `sft`: +0.0500" in text
+    assert "- `kd` at t (2 epochs) is not compared with `sft_e4` (4 epochs): their budgets differ" in text
+    assert "minus `sft_e4`" not in text
+    # without epochs in runs.csv (written before it had them) every baseline is compared, as before
+    assert "`kd` minus `sft_e4`: -0.0500" in report_markdown(
+        scores, models, tasks=["avg"], runs=runs.drop(columns="epochs")
+    )

@@ -154,6 +154,27 @@ def test_runs_csv_one_row_per_run(study):
     assert keys[("kd_copy", "on")] == keys[("kd", "on")] != keys[("dkd", "on")]
 
 
+def test_runs_csv_records_each_runs_epochs(tmp_path):
+    """runs.csv carries each run's budget in epochs from its train_summary.json (empty without one), which
+    the regime check matches budgets on."""
+    from atkd.report.tidy import collect_runs
+
+    rows = [
+        tidy_row(f"{m}/s1", "t" if m == "kd" else "", m, "off", 1, "dolly", "judge_ratio", 0.5)
+        for m in ("kd", "sft", "rule")
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
+    summaries = {}
+    for m, epochs in (("kd", 4.0), ("sft", 0.5), ("rule", None)):
+        config = {"train_data": "train.jsonl", "model": "base", "loss": "fkl", "seed": 1}
+        summary = {"teacher": None, "config": config} | ({} if epochs is None else {"epochs": epochs})
+        (tmp_path / f"{m}.json").write_text(json.dumps(summary))
+        summaries[f"{m}/s1"] = tmp_path / f"{m}.json"
+    collect_runs(summaries, tmp_path / "metrics.csv", tmp_path / "runs.csv")
+    runs = load_runs(tmp_path / "runs.csv")
+    assert dict(zip(runs["method"], runs["epochs"], strict=True)) == {"kd": "4", "sft": "0.5", "rule": ""}
+
+
 def test_same_objective_marks_from_configuration_not_from_tied_scores(study):
     """dkd + ATKD and kd_copy + ATKD both tie kd + ATKD on every seed, task and document; only kd_copy
     has kd's configuration, so only it is marked."""

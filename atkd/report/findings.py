@@ -112,10 +112,26 @@ def sparse_lines(rows: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def _regime(sc: pd.DataFrame, reference: str, params: dict[str, float], evidence: Evidence) -> list[str]:
+def _epochs(runs: pd.DataFrame | None, method: str, teacher: str) -> set[str]:
+    """The training budgets (epochs, as runs.csv writes them) of a method's runs without ATKD at a
+    teacher; empty where runs.csv is absent or has no epochs column (written before it had one)."""
+    if runs is None or "epochs" not in runs.columns:
+        return set()
+    own = runs[(runs["method"] == method) & (runs["teacher"] == teacher) & (runs["atkd"] == "off")]
+    return {str(e) for e in own["epochs"] if str(e) not in ("", "nan")}
+
+
+def _regime(
+    sc: pd.DataFrame,
+    reference: str,
+    params: dict[str, float],
+    evidence: Evidence,
+    runs: pd.DataFrame | None = None,
+) -> list[str]:
     """Whether the reference KD student sits between a teacher-free baseline (SFT) and its teacher, as in
     the study's regime: paired over the seeds both students have; the teacher is one model, so its side is
-    a comparison of means."""
+    a comparison of means. Where runs.csv gives each run's epochs, the reference is compared only with a
+    baseline trained for the same budget (a 4-epoch SFT says nothing about a 2-epoch KD student)."""
     lines = [
         "## Regime: the distilled student between SFT and its teacher",
         "",
@@ -130,7 +146,15 @@ def _regime(sc: pd.DataFrame, reference: str, params: dict[str, float], evidence
         return lines + [f"- Not measured: the run needs `{reference}` and a student without a teacher.", ""]
     for base in free:
         base_mean = _series(sc, base, "", "off").mean()
+        base_epochs = _epochs(runs, base, "")
         for t in teachers:
+            epochs = _epochs(runs, reference, t)
+            if epochs and base_epochs and epochs != base_epochs:
+                lines.append(
+                    f"- `{reference}` at {t} ({', '.join(sorted(epochs))} epochs) is not compared with"
+                    f" `{base}` ({', '.join(sorted(base_epochs))} epochs): their budgets differ"
+                )
+                continue
             mean = _series(sc, reference, t, "off").mean()
             own = _series(sc, "teacher", t, "off")
             teacher_text = f"its teacher {own.mean():.4f}" if len(own) else "its teacher not scored"
@@ -433,7 +457,7 @@ def report_markdown(
         "",
     ]
     members = analysis_scores(scores, analyses or {})
-    lines += _regime(scores, reference, params, evidence)
+    lines += _regime(scores, reference, params, evidence, runs)
     lines += _f1(scores, params, evidence)
     lines += _f2_f3(probes, params, reference_probes)
     lines += [

@@ -169,7 +169,9 @@ def check_doc_scores(docs: pd.DataFrame, metrics: pd.DataFrame, rel: float = 1e-
 def load_runs(path: Path | str) -> pd.DataFrame:
     """Read and check the tidy list of trained students with their objective keys (`runs.csv`)."""
     df = pd.read_csv(
-        path, dtype={"teacher": str, "atkd": str, "run": str, "objective": str}, keep_default_na=False
+        path,
+        dtype={"teacher": str, "atkd": str, "run": str, "objective": str, "epochs": str},
+        keep_default_na=False,
     )
     _check_columns(df, RUN_COLUMNS, path)
     df["seed"] = df["seed"].astype(int)

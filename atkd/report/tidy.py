@@ -99,7 +99,8 @@ def parse_summaries(items: Sequence[str]) -> dict[str, Path]:
 
 def collect_runs(summaries: Mapping[str, Path], metrics: Path, out: Path) -> pd.DataFrame:
     """runs.csv from each run's train_summary.json, with the run columns (method, teacher, atkd, seed)
-    of its rows in the collected `metrics` table; a run id metrics.csv lacks is an error."""
+    of its rows in the collected `metrics` table, its loss and its training budget in epochs (empty where
+    the summary has none, e.g. a user's rule); a run id metrics.csv lacks is an error."""
     table = pd.read_csv(metrics, dtype=str, keep_default_na=False)
     missing = [c for c in RUN_COLUMNS if c != "objective" and c not in table.columns]
     if missing:
@@ -112,10 +113,17 @@ def collect_runs(summaries: Mapping[str, Path], metrics: Path, out: Path) -> pd.
         summary = json.loads(Path(path).read_text(encoding="utf-8"))
         fields = objective_fields(summary)
         row = {c: meta.at[run, c] for c in ("method", "teacher", "atkd", "seed")}
+        epochs = summary.get("epochs", (summary.get("config") or {}).get("epochs"))
         rows.append(
-            {"run": run, **row, "objective": objective_key(summary), "loss": json.dumps(fields["loss"])}
+            {
+                "run": run,
+                **row,
+                "objective": objective_key(summary),
+                "loss": json.dumps(fields["loss"]),
+                "epochs": "" if epochs is None else f"{float(epochs):g}",
+            }
         )
-    df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "loss"])
+    df = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "loss", "epochs"])
     atomic_write_text(out, df.to_csv(index=False))
     return df
 
