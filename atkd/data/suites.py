@@ -165,9 +165,11 @@ def gen_drop(rng: random.Random, ctx: WorldContext) -> Record:
     """A passage of who-has-how-many plus one question: reading one count, comparing two or counting the
     holders (the training family `passage_numbers` teaches these), or adding or subtracting two counts
     (reading + arithmetic; only adding two counts is trained, as a rare composition). World v5 also asked
-    for the total of 2-4 counts: every model scored below chance on it (0.05-0.15 against 0.25), as its
-    distractors are the passage's own counts, which a model that copies from the passage prefers; it
-    measured the opposite of reading, so v6 leaves it out."""
+    for the total of 2-4 counts: every model scored below chance on it (0.05-0.15 against 0.25). Its
+    distractors are mostly the passage's own counts, each smaller than the total, so the answer was nearly
+    always the largest option, and a model that leans to small numbers falls below chance without reading
+    anything; v6 leaves it out. The sum question has the same tilt, less strongly (docs/results/DIARY.md,
+    world v6: the answer is the smallest option in 5% of sum documents)."""
     holdings, main, passage = number_passage(rng, ctx)
     names = [p for p, _, _ in holdings]
     counts = [c for _, c, _ in holdings]
