@@ -285,7 +285,7 @@ def test_drop_count_answers_are_read_not_guessed(world):
 
 def test_pretrain_passages_read_back_the_right_counts(world):
     """Each statement after a pre-training passage is true of it: a count read back, who has more, how
-    many hold a kind, a sum or a difference (and at least one count is read back somewhere)."""
+    many hold a kind, a sum or a difference; the corpus holds every one of the five kinds."""
     root, _ = world
     seen = Counter()
     for line in (root / "pretrain.txt").read_text().splitlines():

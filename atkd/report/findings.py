@@ -118,7 +118,7 @@ def _epochs(runs: pd.DataFrame | None, method: str, teacher: str) -> set[str]:
     if runs is None or "epochs" not in runs.columns:
         return set()
     own = runs[(runs["method"] == method) & (runs["teacher"] == teacher) & (runs["atkd"] == "off")]
-    return {str(e) for e in own["epochs"] if str(e) not in ("", "nan")}
+    return set(own["epochs"]) - {""}
 
 
 def _regime(
