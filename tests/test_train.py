@@ -591,6 +591,26 @@ def test_packed_kd_run_from_a_cache_trains_the_random_batches_and_resumes(world,
     assert same_weights(a, weights(train(cfg)))
 
 
+def test_train_limit_trains_on_the_first_records_also_from_a_whole_file_cache(world, reference_run, tmp_path):
+    """`train_limit: N` is the run on a file of the first N records (same weights); with a teacher cache of
+    the whole file it reads the rows of those records (the weights of a cache built on the short file)."""
+    _, teacher = reference_run
+    lines = world["train"].read_text().splitlines(keepends=True)
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(lines[:20]))
+    kw = dict(loss="fkl", max_length=512, epochs=2, max_steps=None, batching="packed")
+    whole = build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "whole", dtype="float32")
+    part = build_teacher_cache(str(teacher), str(short), tmp_path / "part", dtype="float32")
+    limited = train(train_config(world, tmp_path / "limited", train_limit=20, teacher_cache=str(whole), **kw))
+    on_short = train(
+        train_config(world, tmp_path / "on_short", train_data=str(short), teacher_cache=str(part), **kw)
+    )
+    assert json.loads((tmp_path / "limited" / "train_summary.json").read_text())["examples"] == 20
+    assert same_weights(weights(limited), weights(on_short))
+    full = train(train_config(world, tmp_path / "full", teacher_cache=str(whole), **kw))
+    assert not same_weights(weights(limited), weights(full))
+
+
 def test_runs_saved_before_bucketing_count_as_random():
     old = {"lr": 1e-3}  # a config written before the `batching` field existed
     assert config_diff(old, {"lr": 1e-3, "batching": "bucketed"}) == ["batching"]

@@ -35,6 +35,7 @@ LADDER: dict[str, ModelShape] = {
         _shape(128, 4),
         _shape(160, 5),
         _shape(192, 6),
+        _shape(208, 6),  # 3.6M at vocab 1024: 23x the default student (the zoo's largest teacher)
         _shape(256, 8),
     )
 }

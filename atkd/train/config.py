@@ -60,6 +60,9 @@ class TrainConfig:
 
     output_dir: str
     train_data: str  # .jsonl instruction records (template, response-only loss) or a plain-text file
+    # train on the first N examples of train_data only: a smaller instruction set of the same world (the
+    # records are in random order), read against a teacher cache of the whole file
+    train_limit: int | None = None
     model: str | None = None
     arch: str | None = None
     tokenizer: str | None = None  # defaults to `model`; required with `arch`
@@ -208,7 +211,8 @@ class TrainConfig:
             raise ValueError("need lr > 0, 0 <= min_lr_ratio <= 1 and 0 <= warmup_ratio < 1")
         if self.eval_every is not None and self.eval_points is not None:
             raise ValueError("set eval_every (steps) or eval_points (validations per run), not both")
-        counts = ("eval_every", "eval_points", "valid_limit", "checkpoint_every", "threads", "warmup_steps")
+        counts = ("eval_every", "eval_points", "valid_limit", "train_limit", "checkpoint_every", "threads")
+        counts += ("warmup_steps",)
         for key in counts:
             value = getattr(self, key)
             if value is not None and (

@@ -68,6 +68,8 @@ def setup_run(cfg: TrainConfig, procs: Processes) -> Run:
     loss_fn = build_loss(cfg.loss)
     train_set = load_examples(cfg.train_data, tokenizer, cfg.max_length)
     teacher, cache = load_teacher(cfg, loss_fn.config.needs_teacher, model, tokenizer, device, train_set)
+    if cfg.train_limit is not None:  # after the cache's check, which is against the whole file
+        train_set = train_set[: cfg.train_limit]
     models = [m for m in (model, teacher) if m is not None]
     if cfg.fused_head:
         for m in models:
@@ -89,7 +91,7 @@ def setup_run(cfg: TrainConfig, procs: Processes) -> Run:
             shard(m, procs, device)
     teacher_set = None
     if sampling.source == "teacher":
-        teacher_set = load_examples(cfg.teacher_data, tokenizer, cfg.max_length)
+        teacher_set = load_examples(cfg.teacher_data, tokenizer, cfg.max_length)[: cfg.train_limit]
         check_aligned(train_set, teacher_set, cfg.teacher_data)
     valid_set = load_examples(cfg.valid_data, tokenizer, cfg.max_length) if cfg.valid_data else None
     if valid_set is not None and cfg.valid_limit:
