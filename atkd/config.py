@@ -20,6 +20,7 @@ from atkd.data.suites import SUITE_NAMES as SUITES
 from atkd.data.world import WORLD_VERSION
 from atkd.eval.benchmarks import check_benchmarks
 from atkd.eval.instruct_sets import check_instruct_sets
+from atkd.fsutil import epoch_dir_name
 from atkd.losses import parse_spec
 from atkd.models.gguf import check as check_gguf
 from atkd.models.gguf import is_gguf
@@ -297,14 +298,18 @@ def _check_method(name: str, method: Mapping[str, Any], config: Mapping[str, Any
         )
     if "teacher_epochs" in method:
         chosen_teachers = teachers if chosen == "all" else list(chosen)
+        early = epoch_dir_name(method["teacher_epochs"])
         frozen = [t for t in chosen_teachers if config["teachers"][t].get("finetune", True) is False]
-        if frozen:
-            raise ConfigError(
-                f"{where}.teacher_epochs: teacher {frozen[0]!r} is not fine-tuned here (finetune: false),"
-                " so it has no early checkpoint; name other teachers in `teachers:`"
-            )
+        for t in frozen:  # used as it is: its early-stopped checkpoint must come with it (the zoo's do)
+            if not Path(f"{config['teachers'][t]['model']}@{early}").is_dir():
+                raise ConfigError(
+                    f"{where}.teacher_epochs: teacher {t!r} is not fine-tuned here (finetune: false) and no"
+                    f" early checkpoint {config['teachers'][t]['model']}@{early} comes with it; name other"
+                    " teachers in `teachers:`"
+                )
         total = config["teacher_train"].get("epochs")
-        if total is not None and not 0 < method["teacher_epochs"] < total:
+        tuned = len(frozen) < len(chosen_teachers)
+        if tuned and total is not None and not 0 < method["teacher_epochs"] < total:
             raise ConfigError(f"{where}.teacher_epochs: must be in (0, {total}) (teacher_train.epochs)")
 
 

@@ -415,7 +415,9 @@ class Study:
         spec = self.config["teachers"][teacher]
         if spec.get("finetune", True) is False:
             model = shlex.quote(spec["model"])
-            return f"atkd export-model --model {model} --out {self.paths.teachers}/{teacher}"
+            early = " ".join(f"{e:g}" for e in self.early_epochs(teacher))
+            early = f" --early-epochs {early}" if early else ""
+            return f"atkd export-model --model {model}{early} --out {self.paths.teachers}/{teacher}"
         return f"{self.train_command('teacher')} {self.teacher_train_args(teacher)}"
 
     def teacher_train_args(self, teacher: str) -> str:

@@ -127,6 +127,24 @@ def test_config_check_refuses_a_zoo_with_real_data(tmp_path):
         check_study(cfg)
 
 
+def test_a_teacher_used_as_it_is_brings_its_early_stopped_checkpoint(tmp_path):
+    """kd_early with a `finetune: false` teacher reads `<model>@epoch-E` (the zoo ships them): the config
+    check wants it there, and the teacher's export job copies it to where kd_early reads."""
+    from atkd.study import Study
+
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    model = tmp_path / "teachers" / "neox-64x2"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    cfg["teachers"]["neox-64x2"] = {"model": str(model), "finetune": False}
+    with pytest.raises(ConfigError, match=r"no early checkpoint .*neox-64x2@epoch-0.1 comes with it"):
+        check_study(cfg)
+    (tmp_path / "teachers" / "neox-64x2@epoch-0.1").mkdir()
+    check_study(cfg)
+    command = Study(cfg).teacher_command("neox-64x2")
+    assert f"--model {model} --early-epochs 0.1 --out" in command
+
+
 # ------------------------------------------------------------------------------ the committed zoo
 
 COMMITTED = ROOT / "zoo"

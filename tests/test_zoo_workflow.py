@@ -9,8 +9,10 @@ import stat
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers.workflow import ROOT, smoke_config, snakemake
+from safetensors.torch import load_file
 
 from atkd import zoo
 
@@ -73,7 +75,7 @@ def _reader(tmp, path, world):
         tokenizer={"model": str(path / "tokenizer")},
         student={**cfg["student"], "model": str(path / "student"), "pretrained": True},
         teachers={t: {"model": str(path / "teachers" / t), "finetune": False} for t in teachers},
-        methods={k: v for k, v in cfg["methods"].items() if k in ("sft", "kd")},
+        methods={k: v for k, v in cfg["methods"].items() if k in ("sft", "kd", "kd_early")},
     )
     cfg["student"].pop("arch")
     for key in ("analyses", "budget_sweep", "teacher_pretrain"):
@@ -100,6 +102,14 @@ def test_a_study_reads_the_zoo_and_trains_no_teacher(built, tmp_path):
     )
     assert student["trained"] is False
     assert (tmp_path / "results" / "REPORT.md").is_file()
+    # the early-stopped teacher is the zoo's `@epoch-0.1` checkpoint, exported where kd_early reads it
+    early = tmp_path / "results" / "models" / "teachers" / "neox-64x2" / "hf" / "epoch-0.1"
+    shipped = load_file(str(path / "teachers" / "neox-64x2@epoch-0.1" / "model.safetensors"))
+    exported = load_file(str(early / "model.safetensors"))
+    assert shipped.keys() == exported.keys()
+    assert all(torch.equal(shipped[k].float(), exported[k]) for k in shipped)
+    run = tmp_path / "results" / "runs" / "kd_early" / "neox-64x2" / "off" / "s1" / "train_summary.json"
+    assert json.loads(run.read_text())["teacher"] == str(early)
 
 
 def test_a_study_with_another_world_fails_before_any_job(built, tmp_path):

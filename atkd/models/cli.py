@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from atkd.fsutil import atomic_write_text
+from atkd.fsutil import atomic_write_text, epoch_dir_name
 from atkd.models.ladder import (
     DEFAULT_STUDENT,
     DEFAULT_TEACHERS,
@@ -50,6 +50,12 @@ def _cmd_export_model(args: argparse.Namespace) -> int:
         keep_layers(model, summary["layers"])
     summary["params"] = count_params(model)
     out = Path(args.out)
+    # a teacher used as it is may bring its early-stopped checkpoints beside it (`<model>@epoch-E`, as the
+    # zoo ships them): they go where a teacher tuned here keeps its own (OUT/hf/epoch-E)
+    for epochs in args.early_epochs:
+        name = epoch_dir_name(epochs)
+        save_model(load_model(f"{args.model}@{name}"), out / "hf" / name, tok)
+    summary["early"] = [epoch_dir_name(e) for e in args.early_epochs]
     save_model(model, out / "final", tok)
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     kept = f", layers {args.layers}" if args.layers is not None else ""
@@ -137,6 +143,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="keep only these decoder layers (0-based, e.g. 0,6,12): a smaller model of the same"
         " architecture initialised from the checkpoint's own layers",
+    )
+    p.add_argument(
+        "--early-epochs",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also export MODEL@epoch-E (the early-stopped checkpoints shipped beside it) to OUT/hf/epoch-E",
     )
     p.add_argument("--out", required=True, help="writes OUT/final and OUT/train_summary.json")
     p.set_defaults(func=_cmd_export_model)
