@@ -393,6 +393,7 @@ class Study:
             f"atkd world --out {world} --seed {w['seed']} --n-train {w['n_train']}"
             f" --n-valid {w['n_valid']} --n-eval {w['n_eval']} --n-entities {w['n_entities']}"
             f" --n-pretrain {w['n_pretrain']} --n-fewshot {w['n_fewshot']}"
+            + (f" --n-pretrain-qa {w['n_pretrain_qa']}" if w.get("n_pretrain_qa") else "")
         )
 
     def tokenizer_command(self) -> str:

@@ -35,7 +35,17 @@ from atkd.fsutil import atomic_dir
 MANIFEST = "MANIFEST.json"
 FORMAT = 1  # the manifest's layout; bumped when its keys change
 REBUILD = "snakemake --cores 2 zoo --configfile config/zoo.yaml"
-WORLD_FIELDS = ("seed", "n_train", "n_valid", "n_eval", "n_entities", "n_pretrain", "n_fewshot")
+WORLD_FIELDS = (
+    "seed",
+    "n_train",
+    "n_valid",
+    "n_eval",
+    "n_entities",
+    "n_pretrain",
+    "n_fewshot",
+    "n_pretrain_qa",
+)
+OPTIONAL_WORLD_FIELDS = {"n_pretrain_qa": 0}  # the value a world without the field has
 # The world's files a zoo records the hashes of (what its models were trained on).
 WORLD_FILES = ("train.jsonl", "valid.jsonl", "pretrain.txt", "pretrain_valid.txt", "kb.json")
 
@@ -106,8 +116,9 @@ def check_world(zoo: str | Path, world: Mapping[str, Any], version: int) -> None
     if built["version"] != version:
         diffs.append(f"version {version} (zoo: {built['version']})")
     for key in WORLD_FIELDS:
-        if world.get(key) != built["params"].get(key):
-            diffs.append(f"{key} {world.get(key)!r} (zoo: {built['params'].get(key)!r})")
+        ours, theirs = (w.get(key, OPTIONAL_WORLD_FIELDS.get(key)) for w in (world, built["params"]))
+        if ours != theirs:
+            diffs.append(f"{key} {ours!r} (zoo: {theirs!r})")
     if diffs:
         raise ZooError(
             f"world: this config's world is not the one zoo {str(zoo)!r} was built on: {', '.join(diffs)}."
@@ -218,7 +229,7 @@ def export(
             "dtype": "float16",
             "world": {
                 "version": world_version,
-                "params": {k: config["world"][k] for k in WORLD_FIELDS},
+                "params": {k: config["world"].get(k, OPTIONAL_WORLD_FIELDS.get(k)) for k in WORLD_FIELDS},
                 "files": {f: sha256(world / f) for f in WORLD_FILES if (world / f).is_file()},
             },
             "tokenizer": {"vocab_size": len(tok)},

@@ -537,3 +537,58 @@ def test_judge_partial_credit():
         "answer_dist": {"A met a fox by the lake.": 1.0},
     }
     assert 1.0 < judge_score(story, "A met a fox by the sea.") < 10.0
+
+
+# The SMALL world's files as generated before `n_pretrain_qa` existed (commit 5e8eb47): a change to the
+# generator that alters the world must bump WORLD_VERSION and these hashes together.
+SMALL_WORLD_SHA256 = {
+    "chance.csv": "28aaf9349e58e1b05edea9f722878287de64c2d9aa6b1fb0b7ad19656d7d0e3f",
+    "kb.json": "4fcfc7c5610551b4a2bba00a26ee68f149e9bcb14e77e6c28d226bca98895827",
+    "pretrain.txt": "252b5670e7e34b97cd3127ee38a7c07e1295e32634173ec8ace7cd9cf41f4ef8",
+    "pretrain_mentions.json": "1fc0039c7ed4e4f67aaf014f459e4321726d4695011809fb2bd9e6afc368d8fe",
+    "pretrain_valid.txt": "ee74a34ff0aa5f7c1a4c91af8daa14f39b0643d2d63b5e17899a3963a832d4b6",
+    "suites/bbh.fewshot.jsonl": "bdd2eb17d8bb7ec2fe586fe6c8a1e757e261a7fa1ae4073e04db580e19ae53f2",
+    "suites/bbh.jsonl": "7a20f339e13a780ddf66dd75442dcb972d81fd6804df859871b13755f7923f5c",
+    "suites/dolly.jsonl": "6999dcf011c4e3426d6d7777613f887d98599be5146d6bdfd8cdb25ec08218e4",
+    "suites/drop.fewshot.jsonl": "90df0cdba8e2a00b609b2b81ba691484c2840b5941ac057600519f04b2887b91",
+    "suites/drop.jsonl": "55d70473dcc0f4bfeb03734c6f677f6dd623f796dc3b59475fb9a430bae61a36",
+    "suites/koala.jsonl": "487f5a5fac795090b45f62dee6183afa03d7135b16071eb13bf34dbe0af9a2d3",
+    "suites/mmlu.fewshot.jsonl": "36bb853d4f8a97d2116a3957e26f8115da760a8b4929469acba56eb9ffb4c773",
+    "suites/mmlu.jsonl": "439881ffbdc423901958c83440aece1167c6ca37cc8bc3711fe91759fe14d0ef",
+    "suites/selfinst.jsonl": "4b059c97bc8dfcbb59a7b2b2c94d1ea36f795ebb82cbfa2644273eae6ccc90d5",
+    "suites/vicuna.jsonl": "25ba35d8d987123c6d8eaa71b4212937d96bd9af5d199d5924d265300b19e837",
+    "suites/wizardlm.jsonl": "39d2d9c5fc70feefcd1abc8cae2ad56c1109c5ce7ae2ae59ece110ee5f4bb3e3",
+    "train.jsonl": "1f6e0aa7248c0674b4921e0935f5177f71cf42906fabfd21dfe3d4412ff2e4d1",
+    "valid.jsonl": "74d8a22858190f33fce47da53e4edf42d65f088e5e5d86b7ba77c0db295c3b74",
+}
+
+
+def test_the_world_is_byte_identical_to_its_pinned_hashes(world):
+    _, manifest = world
+    assert {rel: f["sha256"] for rel, f in manifest["files"].items()} == SMALL_WORLD_SHA256
+
+
+def test_question_answer_documents_join_pre_training_and_change_nothing_else(world, tmp_path):
+    """`n_pretrain_qa: N` adds N one-line Q&A documents to pretrain.txt, none with a prompt of the train,
+    valid or evaluation files; every other file is the world without them."""
+    root, base = world
+    out = tmp_path / "qa"
+    manifest = generate_world(out, seed=0, n_pretrain_qa=150, **SMALL)
+    assert manifest["params"]["n_pretrain_qa"] == 150 and "n_pretrain_qa" not in base["params"]
+    changed = {rel for rel in manifest["files"] if manifest["files"][rel] != base["files"][rel]}
+    assert changed == {"pretrain.txt"}
+    lines = (out / "pretrain.txt").read_text().splitlines()
+    qa = [ln for ln in lines if ln.startswith("Q: ")]
+    assert len(lines) == SMALL["n_pretrain"] + 150 and len(qa) == 150
+    assert sorted(ln for ln in lines if not ln.startswith("Q: ")) == sorted(
+        (root / "pretrain.txt").read_text().splitlines()
+    )
+
+    def question(r):  # a record's request as a Q&A document writes it
+        return " ".join(f"{r['instruction']} {r.get('input') or ''}".split())
+
+    files = [root / "train.jsonl", root / "valid.jsonl", *(root / "suites" / f"{s}.jsonl" for s in SUITES)]
+    asked = {question(r) for f in files for r in _load(f)}
+    assert not {ln[3 : ln.index(" A: ")] for ln in qa} & asked
+    again = generate_world(tmp_path / "again", seed=0, n_pretrain_qa=150, **SMALL)
+    assert again["files"] == manifest["files"]

@@ -222,3 +222,15 @@ def test_the_world_rules_version_param_follows_the_generator(monkeypatch):
     assert before != after and after.endswith(str(world.WORLD_VERSION))
     real = Study(yaml.safe_load((ROOT / "config" / "paper-pythia.yaml").read_text()))
     assert real.world_version() == "real"
+
+
+def test_the_world_command_names_question_answer_documents_only_when_asked():
+    """Without `n_pretrain_qa` the world job's command is what it was (an existing results folder keeps
+    its world); with it, `atkd world` adds them."""
+    plain = study().world_command()
+    assert "--n-pretrain-qa" not in plain and plain.endswith(f"--n-fewshot {SMOKE['world']['n_fewshot']}")
+    assert study(world={**SMOKE["world"], "n_pretrain_qa": 0}).world_command() == plain
+    assert (
+        study(world={**SMOKE["world"], "n_pretrain_qa": 500}).world_command()
+        == plain + " --n-pretrain-qa 500"
+    )

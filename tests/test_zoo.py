@@ -183,3 +183,11 @@ def test_committed_checkpoint_loads_in_16_bit(name):
         sum(p.numel() for p in model.parameters()) == zoo.load_manifest(COMMITTED)["models"][name]["params"]
     )
     assert model.config.vocab_size == len(tok) == zoo.load_manifest(COMMITTED)["tokenizer"]["vocab_size"]
+
+
+def test_a_world_field_added_later_compares_at_its_default(tmp_path):
+    """A zoo built before `n_pretrain_qa` existed (no such field) is the world with 0 Q&A documents."""
+    z = _fake_zoo(tmp_path / "zoo")  # WORLD has no n_pretrain_qa
+    zoo.check_world(z, {**WORLD, "n_pretrain_qa": 0}, WORLD_VERSION)
+    with pytest.raises(zoo.ZooError, match=r"n_pretrain_qa 15000 \(zoo: 0\)"):
+        zoo.check_world(z, {**WORLD, "n_pretrain_qa": 15000}, WORLD_VERSION)

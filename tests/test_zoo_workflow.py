@@ -39,7 +39,10 @@ def test_the_build_writes_a_verified_16_bit_zoo_with_its_costs(built):
         *(f"teachers/{t}" for t in teachers),
         "teachers/neox-64x2@epoch-0.1",
     }
-    assert manifest["dtype"] == "float16" and manifest["world"]["params"] == cfg["world"]
+    assert manifest["dtype"] == "float16" and manifest["world"]["params"] == {
+        **zoo.OPTIONAL_WORLD_FIELDS,
+        **cfg["world"],
+    }
     world = Path(cfg["results"]) / "world"
     assert manifest["world"]["files"] == {f: zoo.sha256(world / f) for f in zoo.WORLD_FILES}
     for name in teachers:

@@ -4,7 +4,8 @@
 
     kb.json                 the knowledge base and the known answer distributions (ground truth)
     train.jsonl valid.jsonl instruction records {id, family, instruction, input, output, judge[, answer_dist]}
-    pretrain.txt            plain text, one document per line, no template (every model's pre-training)
+    pretrain.txt            plain text, one document per line, no template (every model's pre-training);
+                            with n_pretrain_qa, also that many "Q: ... A: ..." lines (`qa_documents`)
     pretrain_valid.txt      held-out plain text of the same kinds (pre-training validation loss)
     pretrain_mentions.json  how many fact documents each person has (fame; see `atkd.data.pretrain`)
     chance.csv              each suite's chance level (task, chance, definition; `suites.chance_level`)
@@ -154,6 +155,25 @@ def _understanding_records(
     return out
 
 
+def qa_documents(rng: random.Random, ctx: WorldContext, n: int, held_out: set[str]) -> list[str]:
+    """`n` one-line documents "Q: <instruction> <input> A: <output>": questions of the training families
+    (their mix, their answer distributions) answered in plain text, as a web corpus holds them, so that a
+    pre-trained base has seen questions answered before any instruction tuning. Never a prompt of
+    `held_out` (the train, valid and evaluation prompts): families whose few prompts are all held out
+    (e.g. "Name a fruit.") give none."""
+    plan = [name for name, count in _allocate(n, TRAIN_MIX) for _ in range(count)]
+    docs: list[str] = []
+    for _ in range(20 * n):
+        if len(docs) == n:
+            return docs
+        rec = FAMILIES[plan[rng.randrange(len(plan))]](rng, ctx, "base", False)
+        if prompt_key(rec) in held_out:
+            continue
+        question = rec["instruction"] + (f" {rec['input']}" if rec.get("input") else "")
+        docs.append(" ".join(f"Q: {question} A: {rec['output']}".split()))
+    raise RuntimeError(f"only {len(docs)} of {n} question-answer documents have a held-out prompt")
+
+
 def chance_csv(suites: Mapping[str, list[Record]], limit: int | None = None) -> str:
     """The chance table (task, chance, definition) of suites' records, on the first `limit` of each (the
     documents an evaluation with that limit scores)."""
@@ -179,12 +199,17 @@ def generate_world(
     n_entities: int = DEFAULTS["n_entities"],
     n_pretrain: int = DEFAULTS["n_pretrain"],
     n_fewshot: int = DEFAULTS["n_fewshot"],
+    n_pretrain_qa: int = 0,
 ) -> dict[str, Any]:
     """Generate the world into `out_dir` and return its manifest (also written as `manifest.json`).
 
     `n_eval` is the size of each of the eight suites, `n_fewshot` of each understanding suite's few-shot
-    pool (at least 5, the largest shot count). Deterministic in all arguments.
+    pool (at least 5, the largest shot count). `n_pretrain_qa` adds that many one-line question-answer
+    documents to pretrain.txt (`qa_documents`; 0, the default, leaves every file as before). Deterministic
+    in all arguments.
     """
+    if n_pretrain_qa < 0:
+        raise ValueError(f"n_pretrain_qa must be at least 0, got {n_pretrain_qa}")
     for name, value in (
         ("n_train", n_train),
         ("n_valid", n_valid),
@@ -232,6 +257,10 @@ def generate_world(
     add_jsonl("valid.jsonl", valid)
     add_jsonl("train.jsonl", train)
     pretrain_docs, mentions = generate_pretrain(rng_for("pretrain"), ctx, n_pretrain)
+    if n_pretrain_qa:  # questions answered in plain text, as a pre-training corpus holds them
+        held_out = reserved | {prompt_key(r) for r in (*train, *valid)}
+        pretrain_docs += qa_documents(rng_for("pretrain-qa"), ctx, n_pretrain_qa, held_out)
+        rng_for("pretrain-qa-order").shuffle(pretrain_docs)
     texts["pretrain.txt"] = "".join(d + "\n" for d in pretrain_docs)
     # Held-out plain text of the same kinds (its own stream): the base models' validation loss.
     valid_docs, _ = generate_pretrain(rng_for("pretrain-valid"), ctx, max(20, n_pretrain // 50))
@@ -266,6 +295,7 @@ def generate_world(
             "n_entities": n_entities,
             "n_pretrain": n_pretrain,
             "n_fewshot": n_fewshot,
+            **({"n_pretrain_qa": n_pretrain_qa} if n_pretrain_qa else {}),
         },
         "kb": {
             "countries": len(kb["countries"]),
@@ -301,7 +331,7 @@ def generate_world(
                 / ((train_prompt_chars + train_response_chars) / CHARS_PER_TOKEN + n_train),
                 3,
             ),
-            "approx_pretrain_tokens": round(pretrain_chars / PRETRAIN_CHARS_PER_TOKEN + n_pretrain),
+            "approx_pretrain_tokens": round(pretrain_chars / PRETRAIN_CHARS_PER_TOKEN + len(pretrain_docs)),
         },
         "files": {
             rel: {"records": counts.get(rel), "sha256": _sha256(t)} for rel, t in sorted(texts.items())
@@ -323,9 +353,11 @@ def _run_cli(args: argparse.Namespace) -> int:
         n_entities=args.n_entities,
         n_pretrain=args.n_pretrain,
         n_fewshot=args.n_fewshot,
+        n_pretrain_qa=args.n_pretrain_qa,
     )
     size = manifest["size"]
     kb = manifest["kb"]
+    qa = f" + {args.n_pretrain_qa} Q&A" if args.n_pretrain_qa else ""
     print(
         f"world seed={manifest['seed']} -> {args.out}\n"
         f"  kb: {kb['persons']} persons, {kb['cities']} cities, {kb['countries']} countries, "
@@ -333,7 +365,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         f"  train {manifest['params']['n_train']} / valid {manifest['params']['n_valid']} records, "
         f"~{size['approx_train_tokens_per_epoch']:,} tokens per epoch "
         f"(~{size['approx_train_response_share']:.0%} response), "
-        f"pretrain {manifest['params']['n_pretrain']} docs ~{size['approx_pretrain_tokens']:,} tokens\n"
+        f"pretrain {manifest['params']['n_pretrain']} docs{qa} ~{size['approx_pretrain_tokens']:,} tokens\n"
         f"  suites: {', '.join(manifest['suites'])} ({manifest['params']['n_eval']} each)"
     )
     return 0
@@ -366,6 +398,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-entities", type=int, default=DEFAULTS["n_entities"], help="KB entities (>= 20)")
     p.add_argument("--n-pretrain", type=int, default=DEFAULTS["n_pretrain"], help="pre-training documents")
     p.add_argument("--n-fewshot", type=int, default=DEFAULTS["n_fewshot"], help="few-shot pool per suite")
+    p.add_argument(
+        "--n-pretrain-qa", type=int, default=0, help="question-answer documents added to pretrain.txt"
+    )
     p.set_defaults(func=_run_cli)
     c = subparsers.add_parser(
         "chance",
