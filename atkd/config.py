@@ -508,6 +508,13 @@ def check_study(config: Mapping[str, Any]) -> None:
     _check_comparisons(config)
     if "zoo" in config:
         _check_zoo(config)
+    if "zoo_build" in config:  # a zoo holds models trained here, from the ladder
+        built = {"student": config["student"], **{f"teachers.{t}": s for t, s in config["teachers"].items()}}
+        for where, spec in built.items():
+            if "arch" not in spec or "world" not in config:
+                raise ConfigError(
+                    f"{where}: a zoo is built from `arch` models on the synthetic world (`world:`)"
+                )
     student = config["student"]
     if student.get("pretrained") and "model" not in student:
         raise ConfigError("student.pretrained: a pre-trained base needs `model` (a Hub id or checkpoint)")

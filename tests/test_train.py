@@ -609,6 +609,8 @@ def test_train_limit_trains_on_the_first_records_also_from_a_whole_file_cache(wo
     assert same_weights(weights(limited), weights(on_short))
     full = train(train_config(world, tmp_path / "full", teacher_cache=str(whole), **kw))
     assert not same_weights(weights(limited), weights(full))
+    with pytest.raises(ValueError, match=r"train_limit 1000: .*train.jsonl has 64 examples"):
+        train(train_config(world, tmp_path / "over", train_limit=1000, teacher_cache=str(whole), **kw))
 
 
 def test_runs_saved_before_bucketing_count_as_random():

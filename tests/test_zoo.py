@@ -117,6 +117,14 @@ def test_config_check_refuses_an_altered_zoo(tmp_path):
         check_study(_consumer(tmp_path, z, WORLD))
 
 
+def test_a_zoo_build_trains_every_model_here():
+    cfg = yaml.safe_load((ROOT / "config" / "zoo.yaml").read_text())
+    check_study(cfg)
+    cfg["teachers"]["neox-64x2"] = {"model": "EleutherAI/pythia-160m", "finetune": False}
+    with pytest.raises(ConfigError, match=r"^teachers.neox-64x2: a zoo is built from `arch` models"):
+        check_study(cfg)
+
+
 def test_config_check_refuses_a_zoo_with_real_data(tmp_path):
     cfg = _consumer(tmp_path, _fake_zoo(tmp_path / "zoo"), WORLD)
     del cfg["world"]

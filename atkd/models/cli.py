@@ -55,7 +55,8 @@ def _cmd_export_model(args: argparse.Namespace) -> int:
     for epochs in args.early_epochs:
         name = epoch_dir_name(epochs)
         save_model(load_model(f"{args.model}@{name}"), out / "hf" / name, tok)
-    summary["early"] = [epoch_dir_name(e) for e in args.early_epochs]
+    if args.early_epochs:
+        summary["early"] = [epoch_dir_name(e) for e in args.early_epochs]
     save_model(model, out / "final", tok)
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     kept = f", layers {args.layers}" if args.layers is not None else ""

@@ -69,6 +69,8 @@ def setup_run(cfg: TrainConfig, procs: Processes) -> Run:
     train_set = load_examples(cfg.train_data, tokenizer, cfg.max_length)
     teacher, cache = load_teacher(cfg, loss_fn.config.needs_teacher, model, tokenizer, device, train_set)
     if cfg.train_limit is not None:  # after the cache's check, which is against the whole file
+        if cfg.train_limit > len(train_set):
+            raise ValueError(f"train_limit {cfg.train_limit}: {cfg.train_data} has {len(train_set)} examples")
         train_set = train_set[: cfg.train_limit]
     models = [m for m in (model, teacher) if m is not None]
     if cfg.fused_head:
