@@ -8,6 +8,7 @@ usual umask 022), so colleagues on a shared file system can read the results.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -101,6 +102,15 @@ def atomic_write_rows(path: str | Path, rows: Sequence[Mapping[str, Any]], colum
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def epoch_dir_name(epochs: float) -> str:

@@ -23,7 +23,6 @@ This module imports no torch (the config check runs it on every workflow parse);
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from atkd.fsutil import atomic_dir
+from atkd.fsutil import sha256_file as sha256
 
 MANIFEST = "MANIFEST.json"
 FORMAT = 1  # the manifest's layout; bumped when its keys change
@@ -52,15 +52,6 @@ WORLD_FILES = ("train.jsonl", "valid.jsonl", "pretrain.txt", "pretrain_valid.txt
 
 class ZooError(ValueError):
     """A zoo that is missing, altered, or built for another world; the message says how to rebuild it."""
-
-
-def sha256(path: str | Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_table(root: str | Path) -> dict[str, dict[str, Any]]:

@@ -34,7 +34,7 @@ import torch
 import transformers
 from transformers import PreTrainedTokenizerBase
 
-from atkd.fsutil import atomic_dir
+from atkd.fsutil import atomic_dir, sha256_file
 from atkd.losses.sparse import SparseTeacher, sparse_from_logits
 from atkd.models.ladder import load_model
 from atkd.models.tokenizer import load_tokenizer
@@ -45,14 +45,6 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
 LOGITS_BUDGET = 2**30  # bytes of float32 logits per teacher forward pass when no batch size is given
-
-
-def _sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -119,7 +111,7 @@ def build_teacher_cache(
         meta = {
             "teacher": str(teacher),
             "train_data": str(train_data),
-            "data_sha256": _sha256_file(train_data),
+            "data_sha256": sha256_file(train_data),
             "tokenizer_sha256": _tokenizer_hash(tok),
             "max_length": max_length,
             "examples": len(examples),
@@ -185,7 +177,7 @@ class TeacherCache:
     ) -> None:
         """Raise ValueError unless the cache was built from this data, tokenizer and max_length."""
         problems = []
-        if self.meta["data_sha256"] != _sha256_file(train_data):
+        if self.meta["data_sha256"] != sha256_file(train_data):
             problems.append(f"train_data {train_data} differs from the cached {self.meta['train_data']}")
         if self.meta["tokenizer_sha256"] != _tokenizer_hash(tokenizer):
             problems.append("the tokenizer differs")
