@@ -11,7 +11,8 @@ study's ratio (sum of answer scores / sum of reference scores). Modules, one con
 
 from atkd.eval.llm_judge.cache import JudgeCache
 from atkd.eval.llm_judge.cli import judge_generations, register_cli, task_rows
-from atkd.eval.llm_judge.client import JudgeConfig, JudgeError, LLMJudge, redact_url, retry_after_seconds
+from atkd.eval.llm_judge.client import JudgeError, LLMJudge, retry_after_seconds
+from atkd.eval.llm_judge.config import JudgeConfig, redact_url
 from atkd.eval.llm_judge.protocol import build_prompt, parse_scores, ratio
 from atkd.eval.llm_judge.ratelimit import RateLimiter, default_rate_file
 

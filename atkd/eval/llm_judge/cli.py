@@ -14,7 +14,8 @@ from typing import Any
 
 from atkd.data.jsonl import read_jsonl
 from atkd.data.template import parse_prompt
-from atkd.eval.llm_judge.client import JudgeConfig, LLMJudge
+from atkd.eval.llm_judge.client import LLMJudge
+from atkd.eval.llm_judge.config import JudgeConfig
 from atkd.eval.llm_judge.protocol import ratio
 from atkd.eval.rows import seeded_rows
 from atkd.fsutil import atomic_write_rows, atomic_write_text

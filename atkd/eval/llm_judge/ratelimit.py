@@ -14,10 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from atkd.eval.llm_judge.client import JudgeConfig
+from atkd.eval.llm_judge.config import JudgeConfig
 
 try:
     import fcntl
