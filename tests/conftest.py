@@ -68,15 +68,16 @@ EXAMPLE_METHODS = {
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, judge_server):
     """The smoke workflow run once locally (`snakemake all --cores 2`) the way a user runs it: from a
-    project directory holding `workflow/` (with the Snakefile) and `config/`, with the README's plugin example
-    saved as written (`my_kd.py` in the project directory, `plugins: [my_kd.py]`), the instruction sets named
-    by a relative glob outside the project (as `../shared/data/instruct-eval/*.jsonl` would be) and an LLM
-    judge (a local HTTP endpoint). Returns (directory, config path, completed process, project
-    directory). The end-to-end test checks it; the SLURM test compares its own run with it."""
+    project directory holding the `Snakefile`, `workflow/`, `profiles/` and `config/`, with the README's
+    plugin example saved as written (`my_kd.py` in the project directory, `plugins: [my_kd.py]`), the
+    instruction sets named by a relative glob outside the project (as `../shared/data/instruct-eval/*.jsonl`
+    would be) and an LLM judge (a local HTTP endpoint). Returns (directory, config path, completed process,
+    project directory). The end-to-end test checks it; the SLURM test compares its own run with it."""
     tmp_path = tmp_path_factory.mktemp("smoke")
     project = tmp_path / "project"
     project.mkdir()
-    for folder in ("workflow", "config"):
+    shutil.copy(ROOT / "Snakefile", project / "Snakefile")
+    for folder in ("workflow", "profiles", "config"):
         shutil.copytree(ROOT / folder, project / folder)
     code, example = readme_example()
     (project / example["plugins"][0]).write_text(code)

@@ -92,7 +92,7 @@ def test_smoke_workflow_through_the_slurm_profile(slurm_cluster, smoke_run, tmp_
         "-m",
         "snakemake",
         "--profile",
-        str(project / "workflow" / "profiles" / "slurm"),
+        str(project / "profiles" / "slurm"),
         "all",
         "--configfile",
         str(config),

@@ -564,7 +564,7 @@ def test_a_users_rule_produces_a_methods_runs_and_they_are_evaluated(tmp_path):
     """A method whose runs a user's rule writes (`rule:`): the plan has that rule's job per run, not the
     study's distillation, and evaluates and collects those runs like any other."""
     project = _user_project(tmp_path)
-    snakefile = str(ROOT / "workflow" / "Snakefile")
+    snakefile = str(ROOT / "Snakefile")
     out = snakemake(
         "-s", snakefile, "-n", "-p", "all", "--configfile", "config.yaml", cwd=project, timeout=180
     )
@@ -588,14 +588,14 @@ def test_a_users_rule_produces_a_methods_runs_and_they_are_evaluated(tmp_path):
 )
 def test_rule_methods_fail_up_front_naming_what_is_wrong(tmp_path, change, message):
     project = _user_project(tmp_path, **change)
-    snakefile = str(ROOT / "workflow" / "Snakefile")
+    snakefile = str(ROOT / "Snakefile")
     out = snakemake("-s", snakefile, "-n", "all", "--configfile", "config.yaml", cwd=project, timeout=180)
     text = out.stdout + out.stderr
     assert out.returncode != 0 and re.search(message, text), text[-2000:]
 
 
 def test_a_rule_without_the_run_outputs_or_an_unknown_rule_file_fails_up_front(tmp_path):
-    snakefile = str(ROOT / "workflow" / "Snakefile")
+    snakefile = str(ROOT / "Snakefile")
     project = _user_project(tmp_path, USER_RULE.replace('**run_outputs("copybase")', "'somewhere.txt'"))
     out = snakemake("-s", snakefile, "-n", "all", "--configfile", "config.yaml", cwd=project, timeout=180)
     assert out.returncode != 0 and "must declare the run's outputs" in out.stdout + out.stderr

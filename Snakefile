@@ -2,8 +2,8 @@
 # evaluation -> tidy tables -> report. Rules only move files and pass configuration to the `atkd` CLI;
 # every piece of science lives in the `atkd` package.
 #
-# Run from the repository root (Snakemake finds this file as workflow/Snakefile, and loads the defaults
-# of workflow/profiles/default/config.yaml):
+# Run from the repository root (Snakemake finds this file there, and loads the defaults of
+# profiles/default/config.yaml); the rules, schemas and conda environment are under workflow/:
 #   snakemake --cores 8 all                                   # the embedded default (config/default.yaml)
 #   snakemake all --cores 2 --configfile config/smoke.yaml    # minutes; what the tests run
 
@@ -25,8 +25,8 @@ from atkd.config import check_schema, check_study
 
 # Structure and types first, as one line naming the key (snakemake's `validate` would print the whole
 # schema); `validate` then only fills the schema's defaults.
-check_schema(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
-validate(config, "schemas/config.schema.yaml")
+check_schema(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+validate(config, "workflow/schemas/config.schema.yaml")
 
 from atkd.eval.instruct_sets import resolve_instruct_sets
 from atkd.plugins import load_plugins
@@ -59,14 +59,14 @@ localrules:
     judge,
 
 
-include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/models.smk"
-include: "rules/distill.smk"
-include: "rules/evaluate.smk"
-include: "rules/probes.smk"
-include: "rules/report.smk"
-include: "rules/zoo.smk"
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/probes.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/zoo.smk"
 
 
 # Users' rules (`workflow_plugins:`, paths from the working directory): each `rule:` method's runs come
