@@ -5,7 +5,7 @@ The config declares it as methods that differ only in their budget (`budget:` mu
 `distill` section) and a section naming them; the workflow resolves each member's budget and hands the
 report
 
-    {"teacher": "neox-160x5", "unit": "epochs", "members": {"kd_b05": 0.5, "kd": 1.0, "kd_b2": 2.0}}
+    {"teacher": "neox-208x6", "unit": "epochs", "members": {"kd_b05": 0.5, "kd": 1.0, "kd_b2": 2.0}}
 
 (atkd.config.budget_sweep_plan). Scores are the per-seed task averages of `tables.scores`; REPORT.md's
 comparisons are those of the other findings (atkd.report.stats: with an `Evidence`, a paired bootstrap

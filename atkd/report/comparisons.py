@@ -1,8 +1,8 @@
 """Comparisons a config asks for by name (`comparisons:`), beside the study's findings in REPORT.md.
 
     comparisons:
-      - {a: trl_gkd, b: gkd, teacher: neox-160x5}          # variant: off (default), on, or both
-      - {a: gkd, b: kd, teacher: neox-160x5, variant: both}
+      - {a: trl_gkd, b: gkd, teacher: neox-208x6}          # variant: off (default), on, or both
+      - {a: gkd, b: kd, teacher: neox-208x6, variant: both}
 
 Each is the paired difference A - B of average scores (atkd.report.stats: the hierarchical bootstrap over
 seeds then documents, its 95% interval and the minimal detectable effect). No direction is claimed: a

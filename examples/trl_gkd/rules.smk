@@ -3,7 +3,7 @@
 #
 #   workflow_plugins: [examples/trl_gkd/rules.smk]
 #   methods:
-#     trl_gkd: {rule: trl_gkd, variants: ["off", "on"], teachers: [neox-160x5],
+#     trl_gkd: {rule: trl_gkd, variants: ["off", "on"], teachers: [neox-208x6],
 #               params: {beta: 0.5, lmbda: 0.5, max_new_tokens: 64, temperature: 1.0}}
 #
 # Needs the `trl` extra: pip install -e ".[trl]" (install torch first).
