@@ -438,3 +438,53 @@ def test_large_vocab_chunked_equals_unchunked_and_reference(vocab, spec):
     torch.testing.assert_close(g_chunked, g_whole, rtol=1e-5, atol=1e-8)
     want = ref.loss(s.detach().double(), t.double(), y, base["name"], atkd=base.get("atkd"))
     torch.testing.assert_close(whole.double(), want, rtol=1e-5, atol=1e-6)
+
+
+ONE_PASS_SPECS = [
+    {"name": "fkl", "atkd": {}},
+    {"name": "fkl", "atkd": {"k": 0.3, "lam": 0.7}},
+    {"name": "fkl", "atkd": {"split": "sequence"}},
+    {"name": "fkl", "atkd": {"k": 0.5, "unc_weight": True, "groups": {"hard": {"tkd": 1, "dkd": 1}}}},
+    {"name": "fkl", "atkd": {"groups": {"easy": {"tkd": 0.3, "dkd": 0.5}, "hard": {"dkd": 0.5}}}},
+    {"name": "fkl", "atkd": {"k": 1.0}, "temperature": 2.0},
+    {"name": "dkd", "alpha": 0.5, "beta": 8.0, "atkd": {}},
+]
+
+
+@pytest.mark.parametrize("spec", ONE_PASS_SPECS)
+@pytest.mark.parametrize("chunk", [0, 3, None])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_one_pass_atkd_equals_the_two_pass_path(spec, chunk, dtype):
+    """+ATKD on forward KL reads the teacher once (atkd.losses.onepass); ranking by a separate teacher
+    (`rank_by`, here the same logits) takes the two-pass path. Same loss and gradient, also with
+    `num_tokens` and without a gradient."""
+    s, t, y = make((3, 11, 97), dtype=dtype, seed=11)
+    s.requires_grad_(True)
+    loss = build_loss({**spec, "chunk_size": chunk})
+    one = loss(s, t, y, num_tokens=40)
+    (g_one,) = torch.autograd.grad(one, s)
+    two = loss(s, t, y, num_tokens=40, rank_by=t)
+    (g_two,) = torch.autograd.grad(two, s)
+    tol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    torch.testing.assert_close(one, two, rtol=tol, atol=tol)
+    torch.testing.assert_close(g_one, g_two, rtol=tol, atol=tol * float(g_two.abs().max()))
+    with torch.no_grad():
+        torch.testing.assert_close(loss(s, t, y), loss(s, t, y, rank_by=t), rtol=tol, atol=tol)
+
+
+def test_one_pass_atkd_is_exact_for_a_confident_teacher():
+    """Teacher UnC down to 1e-9 (p_g within float32's rounding of 1): the one-pass path's non-target
+    distribution and split still match the float64 reference."""
+    v = 50
+    t = torch.zeros(1, 4, v)
+    y = torch.tensor([[3, 7, 11, 0]])
+    unc = torch.tensor([1e-9, 2e-9, 3e-9, 4e-9], dtype=torch.float64)
+    t[0, torch.arange(4), y[0]] = torch.log((1 - unc) * (v - 1) / unc).float()
+    s = torch.randn(1, 4, v, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    out = build_loss({"name": "fkl", "atkd": {}})(s, t, y)
+    (g,) = torch.autograd.grad(out, s)
+    s64 = s.detach().double().requires_grad_(True)
+    want = ref.loss(s64, t.double(), y, atkd={})
+    (g_want,) = torch.autograd.grad(want, s64)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(g.double(), g_want, rtol=1e-4, atol=1e-6)

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from atkd.losses.divergences import DIVERGENCES, NEG, Divergence
+from atkd.losses.onepass import decoupled_fkl_pass, finish_rows
 from atkd.losses.sparse import SparseTeacher, collapse, event_targets, sparse_log_uncertainty
 
 IGNORE_INDEX = -100
@@ -441,6 +442,15 @@ def teacher_chunk(
     return chunk_loss_and_grad(cfg, s, t, y, w, need_grad)
 
 
+def _saved_grad(ctx: Any, grad_out: Tensor, n_inputs: int) -> tuple[Tensor | None, ...]:
+    """Backward of a loss whose forward saved d loss / d student logits: that gradient times
+    `grad_out`, and None for the other `n_inputs - 1` inputs."""
+    (grad,) = ctx.saved_tensors
+    if grad is not None and not torch.equal(grad_out, torch.ones_like(grad_out)):
+        grad = grad * grad_out.to(grad.dtype)
+    return (grad, *([None] * (n_inputs - 1)))
+
+
 class _FusedKD(torch.autograd.Function):
     """Loss and d loss / d student logits in one chunked pass; backward only scales the gradient."""
 
@@ -467,12 +477,71 @@ class _FusedKD(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
-        if grad is None:
-            return None, None, None, None, None, None
-        if not torch.equal(grad_out, torch.ones_like(grad_out)):
-            grad = grad * grad_out.to(grad.dtype)
-        return grad, None, None, None, None, None
+        return _saved_grad(ctx, grad_out, 6)
+
+
+def one_pass_applies(cfg: LossConfig, teacher: Tensor | SparseTeacher | None, rank_by: object) -> bool:
+    """+ATKD on forward KL (or dkd) against dense teacher logits that also rank the tokens, in closed
+    form: the case `_OnePassATKD` computes with one read of the teacher."""
+    return (
+        cfg.atkd is not None
+        and cfg.closed_form
+        and cfg.name in ("fkl", "dkd")
+        and isinstance(teacher, Tensor)
+        and rank_by is None
+    )
+
+
+class _OnePassATKD(torch.autograd.Function):
+    """+ATKD on decoupled forward KL in one pass over the teacher (atkd.losses.onepass): the per-token
+    parts and UnC in one chunked pass, the batch's split and weights after it, then the stored gradient
+    rows finished with the weights (reading only the student). Same loss and gradient as `_FusedKD`."""
+
+    @staticmethod
+    def forward(ctx, s_flat, t_flat, idx, y, seq_ids, norm, cfg):  # type: ignore[override]
+        cdtype = _compute_dtype(s_flat.dtype)
+        want_grad = ctx.needs_input_grad[0]
+        n = idx.numel()
+        grad = torch.zeros_like(s_flat) if want_grad else None
+        inv_t = 1.0 / cfg.temperature
+        bounds = chunk_bounds(n, s_flat.shape[-1], cfg.chunk_size)
+        parts: dict[str, list[Tensor]] = {k: [] for k in ("tkd", "dkd", "log_unc", "c", "m_s")}
+        with torch.no_grad():
+            for lo, hi in bounds:
+                rows = idx[lo:hi]
+                s_c = s_flat.index_select(0, rows).to(cdtype) * inv_t
+                t_c = t_flat.index_select(0, rows).to(cdtype) * inv_t
+                stats, d = decoupled_fkl_pass(t_c, s_c, y[lo:hi], want_grad)
+                for key in parts:
+                    parts[key].append(getattr(stats, key))
+                if d is not None:
+                    grad.index_copy_(0, rows, d.mul_(inv_t).to(grad.dtype))
+                del s_c, t_c, d
+            tkd, dkd, log_unc, c, m_s = (torch.cat(parts[k]) for k in parts)
+            w = _weights(cfg, log_unc.to(torch.float64), seq_ids, norm)
+            w_bin, w_nt = w.binary, w.nontarget
+            if cfg.atkd.unc_weight:  # fkl: the teacher's UnC
+                w_nt = w_nt * log_unc.to(torch.float64).exp()
+            total = (w_bin * tkd.to(torch.float64) + w_nt * dkd.to(torch.float64)).sum()
+            if want_grad:
+                w_bin_c, w_nt_c = w_bin.to(cdtype), w_nt.to(cdtype)
+                for lo, hi in bounds:
+                    rows = idx[lo:hi]
+
+                    def student(local: Tensor, rows: Tensor = rows) -> Tensor:
+                        return s_flat.index_select(0, rows.index_select(0, local)).to(cdtype) * inv_t
+
+                    g = grad.index_select(0, rows).to(cdtype)
+                    g = finish_rows(
+                        g, student, y[lo:hi], m_s[lo:hi], c[lo:hi], w_bin_c[lo:hi], w_nt_c[lo:hi], inv_t
+                    )
+                    grad.index_copy_(0, rows, g.to(grad.dtype))
+        ctx.save_for_backward(grad if want_grad else None)
+        return total.to(cdtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        return _saved_grad(ctx, grad_out, 7)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -564,6 +633,8 @@ class KDLoss:
         norm = float(num_tokens) if num_tokens is not None else float(n)
         if n == 0 or norm <= 0:
             return student_logits.sum() * 0.0
+        if one_pass_applies(cfg, t_flat, rank_by):
+            return _OnePassATKD.apply(s_flat, t_flat, idx, y, seq_ids, norm, cfg)
         log_unc = None
         if cfg.atkd is not None:
             assert t_flat is not None
