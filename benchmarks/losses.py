@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the reference implementation lives with the tests
 
-import reference_losses as ref  # noqa: E402
+from helpers import reference_losses as ref  # noqa: E402
 
 from atkd.losses import build_loss  # noqa: E402
 
@@ -47,6 +47,7 @@ FIELDS = [
     "impl",
     "status",
     "time_ms",
+    "time_min_ms",
     "peak_mb",
     "threads",
 ]
@@ -73,30 +74,41 @@ def _rss_mb(field: str) -> float:
         return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1)) / 1024
 
 
-def measure(fn, device: torch.device, repeats: int, warmup: int = 1) -> tuple[float, float]:
-    """Median wall time (ms) of fn() and its peak memory above the memory in use before it (MB)."""
+def measure_once(fn, device: torch.device) -> tuple[float, float]:
+    """Wall time (ms) of one fn() and its peak memory above the memory in use before it (MB)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        _trim()
+        before = _rss_mb("VmRSS")
+        _rss_peak_reset()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+    else:
+        peak = _rss_mb("VmHWM") - before
+    return (time.perf_counter() - start) * 1000, peak
+
+
+def measure_alternating(fns: list, device: torch.device, repeats: int, warmup: int = 1) -> list[tuple]:
+    """For each closure: (median ms, best ms, peak MB), the closures run in turn `repeats` times (after
+    `warmup` rounds), so that a shared machine's slow spells fall on all of them alike."""
     for _ in range(warmup):  # allocator, kernels
-        fn()
-    times, peaks = [], []
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    peaks: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-        else:
-            _trim()
-            before = _rss_mb("VmRSS")
-            _rss_peak_reset()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            peaks.append((torch.cuda.max_memory_allocated() - before) / 2**20)
-        else:
-            peaks.append(_rss_mb("VmHWM") - before)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), max(peaks)
+        for i, fn in enumerate(fns):
+            ms, mb = measure_once(fn, device)
+            times[i].append(ms)
+            peaks[i].append(mb)
+    return [(statistics.median(t), min(t), max(p)) for t, p in zip(times, peaks, strict=True)]
 
 
 def make_inputs(tokens: int, vocab: int, dtype: torch.dtype, device: torch.device, seed: int = 0):
@@ -108,14 +120,20 @@ def make_inputs(tokens: int, vocab: int, dtype: torch.dtype, device: torch.devic
     return s, t, y.to(device)
 
 
+IMPLS = ["library", "library-2pass", "reference"]
+
+
 def run_one(impl: str, loss: str, atkd: bool, s, t, y):
-    """Return a closure doing one forward + backward of `impl` ("library" or "reference")."""
+    """Return a closure doing one forward + backward of `impl`: the library; the library's two-pass +ATKD
+    path (the split ranked by `rank_by`, here the same teacher: what every +ATKD loss did before the
+    one-pass path); or the plain reference."""
     atkd_spec = {"k": 0.5, "lam": 0.2} if atkd else None
-    if impl == "library":
+    if impl in ("library", "library-2pass"):
         fn = build_loss({"name": loss, "atkd": atkd_spec})
+        kw = {"rank_by": t} if impl == "library-2pass" and atkd else {}
 
         def step():
-            out = fn(s, t, y)
+            out = fn(s, t, y, **kw)
             out.backward()
             s.grad = None
 
@@ -135,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, nargs="+", default=[2048, 4096, 8192])
     ap.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
     ap.add_argument("--atkd", nargs="+", default=["off", "on"], choices=["off", "on"])
-    ap.add_argument("--impl", nargs="+", default=["library", "reference"], choices=["library", "reference"])
+    ap.add_argument("--impl", nargs="+", default=IMPLS, choices=IMPLS)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=3)
@@ -158,11 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             lib_gb = LIB_TENSORS * tokens * vocab * 4 / 2**30
             fits = lib_gb <= args.max_gb
             s, t, y = make_inputs(tokens, vocab, dtype, device) if fits else (None, None, None)
+            todo, steps = [], []
             for loss in args.losses:
                 for atkd in args.atkd:
                     if loss == "ce" and atkd == "on":
                         continue
                     for impl in args.impl:
+                        if impl == "library-2pass" and atkd == "off":
+                            continue  # the same path as "library"
                         row = dict(
                             device=device.type,
                             dtype=args.dtype,
@@ -176,13 +197,18 @@ def main(argv: list[str] | None = None) -> int:
                         gb = ref_gb if impl == "reference" else lib_gb
                         if gb > args.max_gb:
                             status = f"skipped: needs ~{gb:.0f} GB > --max-gb"
-                            row.update(status=status, time_ms="", peak_mb="")
+                            row.update(status=status, time_ms="", time_min_ms="", peak_mb="")
+                            rows.append(row)
                         else:
-                            step = run_one(impl, loss, atkd == "on", s, t, y)
-                            ms, mb = measure(step, device, args.repeats, args.warmup)
-                            row.update(status="ok", time_ms=f"{ms:.1f}", peak_mb=f"{mb:.0f}")
-                        rows.append(row)
-                        print(",".join(str(row[k]) for k in FIELDS), flush=True)
+                            todo.append(row)
+                            steps.append(run_one(impl, loss, atkd == "on", s, t, y))
+            for row, (ms, best, mb) in zip(
+                todo, measure_alternating(steps, device, args.repeats, args.warmup), strict=True
+            ):
+                row.update(status="ok", time_ms=f"{ms:.1f}", time_min_ms=f"{best:.1f}", peak_mb=f"{mb:.0f}")
+                rows.append(row)
+            for row in rows[-len(todo) :] if todo else []:
+                print(",".join(str(row[k]) for k in FIELDS), flush=True)
             del s, t, y
             gc.collect()
     tmp = args.out.with_suffix(".csv.tmp")
@@ -219,6 +245,26 @@ def summarise(rows: list[dict]) -> str:
         lines.append(
             f"| {loss} | {atkd} | {vocab} | {tokens} | {lt:.0f} | {rt:.0f} | {rt / lt:.2f}x "
             f"| {lm:.0f} | {rm:.0f} | {rm / lm:.2f}x |"
+        )
+    lines += [
+        "",
+        "+ATKD's cost over the same loss without it (library; one pass, and the two-pass path):",
+        "",
+        "| loss | vocab | tokens | plain ms | +ATKD ms | time ratio | two-pass ratio | plain MB | +ATKD MB "
+        "| memory ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (loss, atkd, vocab, tokens, impl), plain in by.items():
+        on = by.get((loss, "on", vocab, tokens, "library"))
+        if impl != "library" or atkd != "off" or on is None:
+            continue
+        two = by.get((loss, "on", vocab, tokens, "library-2pass"))
+        pt, ot = float(plain["time_ms"]), float(on["time_ms"])
+        pm, om = max(float(plain["peak_mb"]), 1.0), max(float(on["peak_mb"]), 1.0)
+        two_ratio = f"{float(two['time_ms']) / pt:.2f}x" if two else ""
+        lines.append(
+            f"| {loss} | {vocab} | {tokens} | {pt:.0f} | {ot:.0f} | {ot / pt:.2f}x | {two_ratio} "
+            f"| {pm:.0f} | {om:.0f} | {om / pm:.2f}x |"
         )
     return "\n".join(lines) + "\n"
 
