@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from atkd.losses.divergences import DIVERGENCES, NEG, Divergence
-from atkd.losses.onepass import decoupled_fkl_pass, finish_rows
+from atkd.losses.onepass import decoupled_fkl_pass, finish_rows, log_binary
 from atkd.losses.sparse import SparseTeacher, collapse, event_targets, sparse_log_uncertainty
 
 IGNORE_INDEX = -100
@@ -235,8 +235,7 @@ def _target_and_rest(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Te
 def _decoupled(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Log binary distribution [C, 2] = log[p_g, 1-p_g] and log non-target distribution [C, V]."""
     z_g, m, masked = _target_and_rest(logits, target)
-    lbin = torch.stack((-F.softplus(m - z_g), -F.softplus(z_g - m)), dim=-1)
-    return lbin, masked - m.unsqueeze(-1)
+    return log_binary(z_g, m), masked - m.unsqueeze(-1)
 
 
 def log_uncertainty(logits: Tensor, target: Tensor) -> Tensor:
@@ -367,8 +366,7 @@ def _closed_form_chunk(
     z_s, m_s, lq_hat = _target_and_rest(s, y)
     lp_hat.sub_(m_t.unsqueeze(-1))
     lq_hat.sub_(m_s.unsqueeze(-1))
-    lbin_p = torch.stack((-F.softplus(m_t - z_t), -F.softplus(z_t - m_t)), dim=-1)
-    lbin_q = torch.stack((-F.softplus(m_s - z_s), -F.softplus(z_s - m_s)), dim=-1)
+    lbin_p, lbin_q = log_binary(z_t, m_t), log_binary(z_s, m_s)
     tkd = (lbin_p.exp() * (lbin_p - lbin_q)).sum(-1)
     w_bin, w_nt = w.binary.to(s.dtype), w.nontarget.to(s.dtype)
     if cfg.atkd is not None and cfg.atkd.unc_weight:  # fkl: the teacher's UnC, a constant here
