@@ -428,7 +428,7 @@ def _commands(out) -> list[str]:
         (
             "config/default.yaml",
             "neox-208x6",
-            {"kd_b05": ("epochs", 2), "kd": ("epochs", 4), "kd_b2": ("epochs", 8)},
+            {"kd": ("epochs", 4), "kd_b2": ("epochs", 8)},
         ),
     ],
 )
