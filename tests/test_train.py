@@ -390,6 +390,24 @@ def test_teacher_cache_batches_stay_within_the_logits_budget(world, reference_ru
     np.testing.assert_allclose(a.arrays["logits"], b.arrays["logits"], rtol=1e-5, atol=1e-5)
 
 
+def step_losses(run):
+    """The per-step training losses a run logged (`metrics.jsonl` beside its final checkpoint)."""
+    lines = [json.loads(ln) for ln in (run.parent / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in lines if "loss" in r]
+
+
+def crash_and_resume(cfg, at: int = 3):
+    """Train `cfg`, interrupted at step `at`, then again to the end: the weights of the resumed run."""
+
+    def crash(step):
+        if step == at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=crash)
+    return weights(train(cfg))
+
+
 def test_sparse_cache_holds_the_teachers_top_k_in_batch_order(world, tok, reference_run, tmp_path):
     """A sparse cache (`topk`) gives, for a packed batch, each example's own top-K rows: those of the
     live teacher's distributions (16-bit log-probabilities; target and tail in float32)."""
@@ -434,25 +452,63 @@ def test_kd_runs_from_a_sparse_cache_and_resume_exactly(world, reference_run, tm
     sparse = train(train_config(world, tmp_path / "sparse", teacher_cache=str(full), **kw))
     a = weights(dense)
 
-    def losses(run):  # per-step training losses (weights would differ more: Adam scales up tiny gradients)
-        lines = [json.loads(ln) for ln in (run.parent / "metrics.jsonl").read_text().splitlines()]
-        return [r["loss"] for r in lines if "loss" in r]
-
-    assert losses(sparse) == pytest.approx(losses(dense), rel=1e-3, abs=1e-5)
+    # per-step training losses (weights would differ more: Adam scales up tiny gradients)
+    assert step_losses(sparse) == pytest.approx(step_losses(dense), rel=1e-3, abs=1e-5)
     small = build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "k4", topk=4)
-    cfg = train_config(world, tmp_path / "crash", teacher_cache=str(small), **kw)
-
-    def crash(step):
-        if step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, on_step=crash)
-    resumed = weights(train(cfg))
+    resumed = crash_and_resume(train_config(world, tmp_path / "crash", teacher_cache=str(small), **kw))
     assert same_weights(
         resumed, weights(train(train_config(world, tmp_path / "k4run", teacher_cache=str(small), **kw)))
     )
     assert not same_weights(resumed, a)
+
+
+def test_tail_caches_rebuild_the_teacher_and_train(world, tok, reference_run, tmp_path):
+    """A sparse cache with a tail estimator: a lowrank tail of the teacher's full rank rebuilds the live
+    distribution (float16 coefficients aside) and gives rkl the dense cache's losses; a sampled tail stores
+    tail tokens only and trains and resumes exactly; the bytes per row count the tail's data."""
+    _, teacher = reference_run
+    model = load_model(teacher)
+    rank = model.config.hidden_size + 1  # centred logits of a head of hidden size d have rank <= d + 1
+    dense_dir = build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "d", dtype="float32")
+    low = TeacherCache(
+        build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "lr", topk=4, tail="lowrank",
+                            tail_width=rank)
+    )  # fmt: skip
+    vocab = low.meta["vocab_size"]
+    assert low.meta["tail"]["kind"] == "lowrank" and cache_bytes_per_row(low.meta) == 4 * 4 + 8 + 2 * rank
+    examples = load_examples(world["train"], tok, 512)
+    idx = list(range(6))
+    batch, order = pack([examples[i] for i in idx], tok.pad_token_id)
+    got = low.rows([idx[k] for k in order])
+    mask = batch["labels"][:, 1:] != IGNORE_INDEX
+    labels = batch["labels"][:, 1:][mask]
+    with torch.no_grad():
+        live = torch.log_softmax(model(**model_inputs(batch)).logits[:, :-1][mask].double(), -1)
+    rebuilt = got.flat().rebuild(labels, vocab, torch.float64)
+    assert (rebuilt.exp() - live.exp()).abs().max() < 2e-3  # probabilities, float16 coefficients
+    sampled = TeacherCache(
+        build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "sm", topk=4, tail="sampled",
+                            tail_width=8)
+    )  # fmt: skip
+    rows = sampled.rows([idx[k] for k in order]).flat()
+    drawn = rows.extra.long()
+    assert drawn.shape == (len(labels), 8) and cache_bytes_per_row(sampled.meta) == 4 * 4 + 8 + 2 * 8
+    assert not (drawn.unsqueeze(-1) == rows.indices.long().unsqueeze(1)).any()  # never a top-K token
+    assert not (drawn == labels.unsqueeze(-1)).any()  # nor the target
+    rkl = {"name": "rkl", "atkd": {"k": 0.5, "lam": 0.2}}
+    kw = dict(loss=rkl, max_length=512, max_steps=4, checkpoint_every=2, batching="packed")
+    dense = train(train_config(world, tmp_path / "dense", teacher_cache=str(dense_dir), **kw))
+    lowrun = train(train_config(world, tmp_path / "low", teacher_cache=str(tmp_path / "lr"), **kw))
+    assert step_losses(lowrun) == pytest.approx(step_losses(dense), rel=1e-2)
+    resumed = crash_and_resume(
+        train_config(world, tmp_path / "crash", teacher_cache=str(tmp_path / "sm"), **kw)
+    )
+    whole = weights(train(train_config(world, tmp_path / "smrun", teacher_cache=str(tmp_path / "sm"), **kw)))
+    assert same_weights(resumed, whole)
+    with pytest.raises(ValueError, match="tail 'lowrank' needs tail_width >= 1"):
+        build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "x", topk=4, tail="lowrank")
+    with pytest.raises(ValueError, match="tail 'uniform' reads a sparse cache: set topk"):
+        build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "x", tail="uniform")
 
 
 def test_kd_step_with_teacher_decreases_loss(tok):

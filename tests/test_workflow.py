@@ -107,6 +107,14 @@ CONFIG_ERRORS = [
         r"methods.gkd.sampling.source: unknown source 'oracle'; valid: ground_truth",
     ),
     (_set("methods", "seqkd", "atkd_loss", "ce"), r"methods.seqkd.atkd_loss: .*ce"),
+    (
+        _set("teacher_cache", {"tail": "lowrank", "tail_width": 8}),
+        r"^teacher_cache.tail: 'lowrank' reads a sparse cache; set teacher_cache.topk$",
+    ),
+    (
+        _set("teacher_cache", {"topk": 8, "tail": "sampled"}),
+        r"^teacher_cache.tail_width: tail 'sampled' needs the tokens M drawn per position",
+    ),
     (_set("methods", "sft", "sampling", {"source": "student"}), r"methods.sft: sampling needs a teacher"),
     (
         _set("evaluation", "instruct_sets", lambda tmp: {"real": str(tmp / "missing.jsonl")}),
@@ -269,6 +277,10 @@ SCHEMA_ERRORS = [
         r"^distill.batching: 'sorted' is not allowed; valid: random, bucketed, packed$",
     ),
     (_without("teachers"), r"^config: the key 'teachers' is required$"),
+    (
+        _set("teacher_cache", {"topk": 8, "tail": "zipf"}),
+        r"^teacher_cache.tail: 'zipf' is not allowed; valid: ",
+    ),
 ]
 
 

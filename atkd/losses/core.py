@@ -434,7 +434,10 @@ def sparse_chunk_loss_and_grad(
 def teacher_chunk(
     cfg: LossConfig, s: Tensor, t: Tensor | SparseTeacher | None, y: Tensor, w: _Weights, need_grad: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """One chunk's loss and gradient against dense teacher logits, a sparse teacher's rows, or none."""
+    """One chunk's loss and gradient against dense teacher logits, a sparse teacher's rows (on K + 2 events,
+    or on the full distribution its tail model rebuilds: atkd.losses.tails), or none."""
+    if isinstance(t, SparseTeacher) and t.rebuilds:
+        return chunk_loss_and_grad(cfg, s, t.rebuild(y, s.shape[-1], s.dtype), y, w, need_grad)
     if isinstance(t, SparseTeacher):
         return sparse_chunk_loss_and_grad(cfg, s, t, y, w, need_grad)
     return chunk_loss_and_grad(cfg, s, t, y, w, need_grad)

@@ -8,6 +8,9 @@ Per position with target g, the teacher's distribution p is kept as
     tail     []    log of the mass outside the K tokens and g: log(1 - p_g - sum_{v in K, v != g} p_v)
 
 which is 4K + 8 bytes per position with 16-bit indices and log-probabilities and 32-bit target and tail.
+A tail estimator (`tail_model`, atkd.losses.tails) may add per-position data (`extra`) that says how the
+tail mass is spread over the tail's tokens; losses then read the full distribution it rebuilds, chunk by
+chunk, instead of the K + 2 events below.
 
 A loss sees the teacher and the student on the same K + 2 events: the K tokens other than g (the target's
 own column, if g is among them, gets probability 0 for both), g itself, and the tail bucket. The teacher
@@ -26,13 +29,14 @@ Stored log-probabilities are those at temperature 1, so a sparse teacher needs `
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from atkd.losses.divergences import NEG
+from atkd.losses.tails import TailModel, encode_extra, rebuild
 
 FIELDS = ("indices", "logp", "target", "tail")
 
@@ -40,12 +44,25 @@ FIELDS = ("indices", "logp", "target", "tail")
 @dataclass(frozen=True)
 class SparseTeacher:
     """Top-K teacher distributions aligned with `labels` `[...]`: `indices` and `logp` `[..., K]`, `target`
-    and `tail` `[...]` (see the module docstring). Entries at ignored positions are never read."""
+    and `tail` `[...]` (see the module docstring); with a dense `tail_model`, its per-position `extra`
+    `[..., E]` (or None). Entries at ignored positions are never read."""
 
     indices: Tensor
     logp: Tensor
     target: Tensor
     tail: Tensor
+    extra: Tensor | None = None
+    tail_model: TailModel | None = None
+
+    @property
+    def rebuilds(self) -> bool:
+        """Whether losses read the full distribution that the tail model rebuilds (not K + 2 events)."""
+        return self.tail_model is not None and self.tail_model.dense
+
+    def _map(self, fn) -> SparseTeacher:
+        """The same teacher with `fn` applied to every per-position tensor."""
+        fields = {name: fn(getattr(self, name)) for name in FIELDS}
+        return replace(self, **fields, extra=None if self.extra is None else fn(self.extra))
 
     @property
     def k(self) -> int:
@@ -61,26 +78,34 @@ class SparseTeacher:
             raise ValueError(f"sparse teacher indices {shapes['indices']} must be labels {want} x K")
         if not 0 < self.k < vocab:
             raise ValueError(f"a sparse teacher keeps 0 < K < vocab tokens; got K={self.k}, vocab {vocab}")
+        if self.extra is not None and tuple(self.extra.shape[:-1]) != want:
+            raise ValueError(f"sparse teacher extra {tuple(self.extra.shape)} must be labels {want} x E")
+        model = self.tail_model
+        if model is not None and model.kind == "lowrank" and model.mean.shape[-1] != vocab:
+            raise ValueError(f"lowrank tail of {model.mean.shape[-1]} tokens for a vocabulary of {vocab}")
+        if model is not None and model.kind in ("lowrank", "sampled") and self.extra is None:
+            raise ValueError(f"a {model.kind} tail needs its per-position data (extra)")
 
     def flat(self) -> SparseTeacher:
         """The same teacher with the positions flattened to one axis."""
-        k = self.k
-        return SparseTeacher(
-            self.indices.reshape(-1, k),
-            self.logp.reshape(-1, k),
-            self.target.reshape(-1),
-            self.tail.reshape(-1),
-        )
+        n = self.target.numel()
+        return self._map(lambda x: x.reshape(n, *x.shape[self.target.dim() :]))
 
     def rows(self, rows: Tensor) -> SparseTeacher:
         """The flat teacher's `rows` (a flat teacher only)."""
-        return SparseTeacher(*(getattr(self, name).index_select(0, rows) for name in FIELDS))
+        return self._map(lambda x: x.index_select(0, rows))
 
     def detach(self) -> SparseTeacher:
-        return SparseTeacher(*(getattr(self, name).detach() for name in FIELDS))
+        return self._map(Tensor.detach)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> SparseTeacher:
-        return SparseTeacher(*(getattr(self, name).to(device, non_blocking=non_blocking) for name in FIELDS))
+        return self._map(lambda x: x.to(device, non_blocking=non_blocking))
+
+    def rebuild(self, labels: Tensor, vocab: int, dtype: torch.dtype) -> Tensor:
+        """The full log-probabilities [N, V] of a flat teacher under its tail model (atkd.losses.tails)."""
+        model = self.tail_model or TailModel("uniform")
+        fields = (self.indices, self.logp, self.target, self.tail, self.extra)
+        return rebuild(model, *fields, labels, vocab, dtype)
 
 
 def sparse_from_logits(
@@ -91,10 +116,15 @@ def sparse_from_logits(
     ignore_index: int = -100,
     index_dtype: torch.dtype = torch.long,
     value_dtype: torch.dtype = torch.float32,
+    tail_model: TailModel | None = None,
+    samples: int = 0,
+    generator: torch.Generator | None = None,
 ) -> SparseTeacher:
     """The top-`k` view of dense teacher `logits` `[..., V]` at `labels` `[...]` (ignored positions take
     token 0 as their target). Indices and log-probabilities are stored in `index_dtype` and `value_dtype`
-    (a cache: int16/uint16 and float16), the target and tail in float32 at least, computed in float64."""
+    (a cache: int16/uint16 and float16), the target and tail in float32 at least, computed in float64.
+    With a `tail_model`, its per-position data too (`samples` tail tokens drawn with `generator` for a
+    sampled tail; atkd.losses.tails.encode_extra)."""
     vocab = logits.shape[-1]
     if not 0 < k < vocab:
         raise ValueError(f"k must be in (0, {vocab}), got {k}")
@@ -106,9 +136,18 @@ def sparse_from_logits(
         rest = lp.scatter(-1, top_idx, NEG).scatter(-1, y, NEG)
         tail = torch.logsumexp(rest, -1).clamp_min(NEG)
         out_dtype = torch.float64 if value_dtype == torch.float64 else torch.float32
+        extra = None
+        if tail_model is not None:
+            flat = lp.reshape(-1, vocab)
+            extra = encode_extra(
+                tail_model, flat, top_idx.reshape(-1, k), y.reshape(-1), samples,
+                generator=generator, index_dtype=index_dtype,
+            )  # fmt: skip
+            extra = None if extra is None else extra.reshape(*labels.shape, extra.shape[-1])
         return SparseTeacher(
-            top_idx.to(index_dtype), top_lp.to(value_dtype), target.to(out_dtype), tail.to(out_dtype)
-        )
+            top_idx.to(index_dtype), top_lp.to(value_dtype), target.to(out_dtype), tail.to(out_dtype),
+            extra, tail_model,
+        )  # fmt: skip
 
 
 def log1mexp(x: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 
 from atkd.fsutil import atomic_write_rows
 from atkd.losses import build_loss, sparse_from_logits
+from atkd.losses.tails import ESTIMATORS, TailModel, extra_bytes, fit_lowrank
 from atkd.train.data import IGNORE_INDEX, Example, collate, load_examples
 
 log = logging.getLogger(__name__)
@@ -33,15 +35,54 @@ LOSSES = ("fkl", "rkl", "tvd", "jsd")
 FIELDS = [
     "teacher", "positions", "vocab", "k", "bytes_per_position", "dense_bytes_per_position", "loss", "atkd",
     "dense_loss", "sparse_loss", "loss_rel_error", "grad_cosine", "grad_rel_norm_error", "tail_mass_mean",
-    "target_in_topk",
+    "target_in_topk", "estimator", "extra", "eps", "draws", "grad_cosine_of_mean", "loss_rel_error_of_mean",
 ]  # fmt: skip
 ATKD = {"k": 0.5, "lam": 0.2}  # the paper's defaults
 
 
-def bytes_per_position(k: int, vocab: int) -> int:
-    """What the sparse cache stores per position: K indices (16 bits up to 65,536 tokens, else 32), K
-    float16 log-probabilities, and the float32 target log-probability and tail log-mass."""
-    return k * (2 if vocab <= 1 << 16 else 4) + k * 2 + 8
+def index_bytes(vocab: int) -> int:
+    """Bytes of one stored token id: 16 bits up to 65,536 tokens, else 32."""
+    return 2 if vocab <= 1 << 16 else 4
+
+
+def bytes_per_position(k: int, vocab: int, estimator: Estimator | None = None) -> int:
+    """What the sparse cache stores per position: K indices, K float16 log-probabilities, and the float32
+    target log-probability and tail log-mass; plus the tail estimator's own data (atkd.losses.tails)."""
+    extra = 0 if estimator is None else extra_bytes(estimator.kind, estimator.extra, index_bytes(vocab))
+    return k * index_bytes(vocab) + k * 2 + 8 + extra
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One cache mode to measure: top `k` plus the tail estimator `kind` with its `extra` width (lowrank
+    rank r, or sampled tokens M) and `eps` (sampled). Written `K/kind[:extra[:eps]]`, e.g. `64/bucket`,
+    `32/lowrank:64`, `16/sampled:64:0.01`."""
+
+    k: int
+    kind: str = "bucket"
+    extra: int = 0
+    eps: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Estimator:
+        try:
+            k, _, rest = text.partition("/")
+            kind, *more = (rest or "bucket").split(":")
+            est = cls(int(k), kind, int(more[0]) if more else 0, float(more[1]) if len(more) > 1 else 0.0)
+        except ValueError:
+            raise ValueError(f"cache mode {text!r}: write K/kind[:extra[:eps]], e.g. 32/lowrank:64") from None
+        if est.kind not in ESTIMATORS:
+            raise ValueError(
+                f"cache mode {text!r}: unknown estimator {kind!r}; valid: {', '.join(ESTIMATORS)}"
+            )
+        if est.kind in ("lowrank", "sampled") and est.extra < 1:
+            raise ValueError(f"cache mode {text!r}: {est.kind} needs its width (rank or samples) >= 1")
+        return est
+
+    @property
+    def label(self) -> str:
+        tail = f":{self.extra}" if self.kind in ("lowrank", "sampled") else ""
+        return f"{self.k}/{self.kind}{tail}" + (f":{self.eps:g}" if self.kind == "sampled" else "")
 
 
 @torch.no_grad()
@@ -84,36 +125,72 @@ def _value_and_grad(
     return value.item(), a.grad.double().flatten()
 
 
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a, b, 0))
+
+
 def compare(
-    name: str, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]
+    name: str,
+    s: torch.Tensor,
+    t: torch.Tensor,
+    labels: torch.Tensor,
+    ks: Sequence[int] = (),
+    *,
+    modes: Sequence[Estimator] = (),
+    losses: Sequence[str] = LOSSES,
+    fit: torch.Tensor | None = None,
+    draws: int = 1,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """The rows of one teacher: every K x loss x (with, without +ATKD) on student logits `s`, teacher
-    logits `t` and `labels` (B, T; `pooled_logits` gives one row of the target positions)."""
+    """The rows of one teacher: every cache mode x loss x (with, without +ATKD) on student logits `s`,
+    teacher logits `t` and `labels` (B, T; `pooled_logits` gives one row of the target positions). Modes
+    are `ks` (top K with the one-bucket tail) and `modes`; a lowrank tail is fitted on teacher logits
+    `fit` (other positions than those compared; `t` itself when None), a sampled tail is drawn `draws`
+    times (its row: the mean cosine and error over draws, and those of the mean gradient, the bias)."""
     vocab = t.shape[-1]
     index_dtype = torch.int16 if vocab <= 1 << 15 else torch.int32  # bytes: uint16 on disk up to 65536
     rows = []
     mask = labels != IGNORE_INDEX
-    for k in ks:
-        if not 0 < k < vocab:
-            raise ValueError(f"k {k} must be between 1 and the vocabulary ({vocab}) - 1")
-        sparse = sparse_from_logits(t, labels, k, index_dtype=index_dtype, value_dtype=torch.float16)
-        in_top = (sparse.indices.long() == labels.clamp_min(0).unsqueeze(-1)).any(-1)[mask]
-        tail = sparse.tail[mask].double().exp()
-        for loss_name in LOSSES:
+    gen = torch.Generator().manual_seed(seed)
+    for est in [Estimator(k) for k in ks] + list(modes):
+        if not 0 < est.k < vocab:
+            raise ValueError(f"k {est.k} must be between 1 and the vocabulary ({vocab}) - 1")
+        if est.kind == "lowrank":
+            model = fit_lowrank(t if fit is None else fit, est.extra, seed=seed)
+        else:
+            model = TailModel(est.kind, eps=est.eps)
+        n_draws = draws if est.kind == "sampled" else 1
+        views = [
+            sparse_from_logits(
+                t, labels, est.k, index_dtype=index_dtype, value_dtype=torch.float16,
+                tail_model=None if est.kind == "bucket" else model, samples=est.extra, generator=gen,
+            )
+            for _ in range(n_draws)
+        ]  # fmt: skip
+        in_top = (views[0].indices.long() == labels.clamp_min(0).unsqueeze(-1)).any(-1)[mask]
+        tail = views[0].tail[mask].double().exp()
+        for loss_name in losses:
             for atkd in (False, True):
                 loss = build_loss({"name": loss_name, **({"atkd": ATKD} if atkd else {})})
-                (d, ga), (x, gb) = (_value_and_grad(loss, s, teacher, labels) for teacher in (t, sparse))
+                d, ga = _value_and_grad(loss, s, t, labels)
+                values, grads = zip(*(_value_and_grad(loss, s, view, labels) for view in views), strict=True)
+                mean_g, mean_x = torch.stack(grads).mean(0), sum(values) / len(values)
+                rel = [abs(x - d) / max(abs(d), 1e-12) for x in values]
+                norm_err = [float((g - ga).norm() / ga.norm()) for g in grads]
                 rows.append(
                     dict(
-                        teacher=name, positions=int(mask.sum()), vocab=vocab, k=k,
-                        bytes_per_position=bytes_per_position(k, vocab), dense_bytes_per_position=vocab * 2,
-                        loss=loss_name, atkd="on" if atkd else "off",
-                        dense_loss=f"{d:.6g}", sparse_loss=f"{x:.6g}",
-                        loss_rel_error=f"{abs(x - d) / max(abs(d), 1e-12):.3e}",
-                        grad_cosine=f"{float(torch.nn.functional.cosine_similarity(ga, gb, 0)):.6f}",
-                        grad_rel_norm_error=f"{float((gb - ga).norm() / ga.norm()):.3e}",
+                        teacher=name, positions=int(mask.sum()), vocab=vocab, k=est.k,
+                        bytes_per_position=bytes_per_position(est.k, vocab, est),
+                        dense_bytes_per_position=vocab * 2, loss=loss_name, atkd="on" if atkd else "off",
+                        dense_loss=f"{d:.6g}", sparse_loss=f"{mean_x:.6g}",
+                        loss_rel_error=f"{sum(rel) / len(rel):.3e}",
+                        grad_cosine=f"{sum(_cosine(ga, g) for g in grads) / len(grads):.6f}",
+                        grad_rel_norm_error=f"{sum(norm_err) / len(norm_err):.3e}",
                         tail_mass_mean=f"{float(tail.mean()):.4f}",
                         target_in_topk=f"{float(in_top.float().mean()):.4f}",
+                        estimator=est.kind, extra=est.extra, eps=est.eps, draws=n_draws,
+                        grad_cosine_of_mean=f"{_cosine(ga, mean_g):.6f}",
+                        loss_rel_error_of_mean=f"{abs(mean_x - d) / max(abs(d), 1e-12):.3e}",
                     )
                 )  # fmt: skip
     return rows
