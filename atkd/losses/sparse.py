@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from atkd.losses.divergences import NEG
-from atkd.losses.tails import TailModel, encode_extra, rebuild
+from atkd.losses.tails import TailModel, encode_extra, log1mexp, rebuild
 
 FIELDS = ("indices", "logp", "target", "tail")
 
@@ -148,12 +148,6 @@ def sparse_from_logits(
             top_idx.to(index_dtype), top_lp.to(value_dtype), target.to(out_dtype), tail.to(out_dtype),
             extra, tail_model,
         )  # fmt: skip
-
-
-def log1mexp(x: Tensor) -> Tensor:
-    """log(1 - exp(x)) for x <= 0, accurate at both ends (Maechler 2012)."""
-    x = x.clamp_max(0.0)
-    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
 def sparse_log_uncertainty(target: Tensor) -> Tensor:

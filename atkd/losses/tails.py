@@ -40,8 +40,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from atkd.losses.divergences import NEG
+
 ESTIMATORS = ("bucket", "uniform", "lowrank", "sampled")
-_NEG = -1.0e30  # atkd.losses.divergences.NEG (exp(NEG) == 0), repeated: divergences imports nothing here
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,12 @@ def fit_lowrank(logits: Tensor, rank: int, *, seed: int = 0) -> TailModel:
         torch.manual_seed(seed)
         _, _, v = torch.svd_lowrank(z - mean, q=min(rank + 10, min(z.shape)), niter=6)
     return TailModel("lowrank", mean=mean.float(), basis=v[:, :rank].contiguous().float())
+
+
+def log1mexp(x: Tensor) -> Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate at both ends (Maechler 2012)."""
+    x = x.clamp_max(0.0)
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
 def tail_mask(indices: Tensor, target: Tensor, vocab: int) -> Tensor:
@@ -145,18 +152,16 @@ def rebuild(
     """Full teacher log-probabilities [N, V] from a flat sparse view (module docstring): the stored top K
     (non-target entries renormalised to the exact 1 - p_g together with the tail, as the bucket reads
     them), the exact log p_g, and the tail mass spread in the estimator's shape. Zero entries are `NEG`."""
-    from atkd.losses.sparse import log1mexp
-
     y = labels.clamp_min(0).long()
     idx = indices.long()
     in_top = idx == y.unsqueeze(-1)
     lp_g = target.to(dtype)
-    nontarget = torch.cat((logp.to(dtype).masked_fill(in_top, _NEG), tail.to(dtype).unsqueeze(-1)), -1)
+    nontarget = torch.cat((logp.to(dtype).masked_fill(in_top, NEG), tail.to(dtype).unsqueeze(-1)), -1)
     nontarget = nontarget - torch.logsumexp(nontarget, -1, keepdim=True) + log1mexp(lp_g).unsqueeze(-1)
     mask = tail_mask(idx, y, vocab)
     shape = tail_log_shape(model, extra, mask, dtype).masked_fill(~mask, float("-inf"))
     norm = shape.logsumexp(-1, keepdim=True)
-    out = (shape - norm + nontarget[:, -1:]).nan_to_num(_NEG, _NEG, _NEG).clamp_min(_NEG)
-    out = out.masked_fill(~mask, _NEG)
-    out = out.scatter(-1, idx, nontarget[:, :-1].clamp_min(_NEG))
+    out = (shape - norm + nontarget[:, -1:]).nan_to_num(NEG, NEG, NEG).clamp_min(NEG)
+    out = out.masked_fill(~mask, NEG)
+    out = out.scatter(-1, idx, nontarget[:, :-1].clamp_min(NEG))
     return out.scatter(-1, y.unsqueeze(-1), lp_g.unsqueeze(-1))
