@@ -89,7 +89,8 @@ def ladder_rows(args) -> list[dict]:
         records[: 3 * args.records],
         records[3 * args.records : 3 * (args.records + args.fit_records)],
     )
-    name = f"ladder {Path(args.ladder_teacher).parent.name}"
+    folder = Path(args.ladder_teacher)
+    name = f"ladder {(folder.parent if folder.name == 'final' else folder).name}"
     return _print_rows(_compare(name, student, teacher, examples, held_out, tok, args))
 
 

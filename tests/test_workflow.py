@@ -391,7 +391,7 @@ def test_smoke_workflow_end_to_end(smoke_run):
 @pytest.mark.parametrize("configfile", ["config/paper-pythia.yaml", "config/paper-opt.yaml"])
 def test_paper_profiles_plan_the_full_study(configfile):
     """A dry run of a paper profile: real data, Hub models, instruct sets with the LLM judge, lm-eval
-    benchmarks by name; no synthetic world. Ground-truth batches read a sparse (top-K) teacher cache, so
+    benchmarks by name; no synthetic world. Ground-truth batches read a sparse (top-K, uniform tail) cache, so
     no such run takes a live teacher, except a method that opts out (rkd: reverse KL under a top-K teacher
     is a poor stand-in, docs/losses.md) and batches the student samples."""
     out = plan("-p", "all", "--configfile", configfile, timeout=300)
@@ -404,7 +404,7 @@ def test_paper_profiles_plan_the_full_study(configfile):
     assert counts["world"] == 1  # `atkd data`: the real training data
     commands = _commands(out)
     caches = [c for c in commands if c.startswith("atkd teacher-cache")]
-    assert caches and all("--topk 64" in c for c in caches)
+    assert caches and all("--topk 64 --tail uniform" in c for c in caches)
     live = {
         method
         for c in commands
