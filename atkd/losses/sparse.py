@@ -103,9 +103,12 @@ class SparseTeacher:
 
     def rebuild(self, labels: Tensor, vocab: int, dtype: torch.dtype) -> Tensor:
         """The full log-probabilities [N, V] of a flat teacher under its tail model (atkd.losses.tails)."""
-        model = self.tail_model or TailModel("uniform")
+        if not self.rebuilds:
+            raise ValueError(
+                "only a sparse teacher with a uniform, lowrank or sampled tail rebuilds a distribution"
+            )
         fields = (self.indices, self.logp, self.target, self.tail, self.extra)
-        return rebuild(model, *fields, labels, vocab, dtype)
+        return rebuild(self.tail_model, *fields, labels, vocab, dtype)
 
 
 def sparse_from_logits(

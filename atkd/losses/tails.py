@@ -69,10 +69,13 @@ class TailModel:
         return self.kind != "bucket"
 
 
-def extra_bytes(kind: str, width: int, index_bytes: int) -> int:
-    """Bytes per position beyond the top-K view: 2 per (float16) lowrank coefficient, one token id per
-    sampled token, none for the bucket and uniform tails."""
-    return {"lowrank": 2 * width, "sampled": index_bytes * width}.get(kind, 0)
+def bytes_per_position(k: int, vocab: int, kind: str = "bucket", width: int = 0) -> int:
+    """What a sparse cache stores per position: K token ids (16 bits up to 65,536 tokens, else 32), K
+    float16 log-probabilities, the float32 target log-probability and tail log-mass, and the tail
+    estimator's own data: 2 bytes per lowrank coefficient, one token id per sampled token."""
+    index = 2 if vocab <= 1 << 16 else 4
+    extra = {"lowrank": 2 * width, "sampled": index * width}.get(kind, 0)
+    return k * (index + 2) + 8 + extra
 
 
 def fit_lowrank(logits: Tensor, rank: int, *, seed: int = 0) -> TailModel:

@@ -26,7 +26,8 @@ import torch
 
 from atkd.fsutil import atomic_write_rows
 from atkd.losses import build_loss, sparse_from_logits
-from atkd.losses.tails import ESTIMATORS, TailModel, extra_bytes, fit_lowrank
+from atkd.losses.tails import ESTIMATORS, TailModel, fit_lowrank
+from atkd.losses.tails import bytes_per_position as tail_bytes
 from atkd.train.data import IGNORE_INDEX, Example, collate, load_examples
 
 log = logging.getLogger(__name__)
@@ -40,16 +41,10 @@ FIELDS = [
 ATKD = {"k": 0.5, "lam": 0.2}  # the paper's defaults
 
 
-def index_bytes(vocab: int) -> int:
-    """Bytes of one stored token id: 16 bits up to 65,536 tokens, else 32."""
-    return 2 if vocab <= 1 << 16 else 4
-
-
 def bytes_per_position(k: int, vocab: int, estimator: Estimator | None = None) -> int:
-    """What the sparse cache stores per position: K indices, K float16 log-probabilities, and the float32
-    target log-probability and tail log-mass; plus the tail estimator's own data (atkd.losses.tails)."""
-    extra = 0 if estimator is None else extra_bytes(estimator.kind, estimator.extra, index_bytes(vocab))
-    return k * index_bytes(vocab) + k * 2 + 8 + extra
+    """What the sparse cache stores per position in mode `estimator` (atkd.losses.tails)."""
+    est = estimator or Estimator(k)
+    return tail_bytes(k, vocab, est.kind, est.extra)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from transformers import PreTrainedTokenizerBase
 
 from atkd.fsutil import atomic_dir, sha256_file
 from atkd.losses.sparse import SparseTeacher, sparse_from_logits
-from atkd.losses.tails import ESTIMATORS, TailModel, extra_bytes, fit_lowrank
+from atkd.losses.tails import ESTIMATORS, TailModel, bytes_per_position, fit_lowrank
 from atkd.models.ladder import load_model
 from atkd.models.tokenizer import load_tokenizer
 from atkd.train.data import Example, collate, load_examples, target_mask
@@ -227,12 +227,11 @@ def _open_arrays(
 
 
 def cache_bytes_per_row(meta: dict) -> int:
-    """Bytes one target position takes in a cache (dense: V logits; sparse: 4K + 8 with 16-bit indices)."""
+    """Bytes one target position takes in a cache (dense: V logits; sparse: atkd.losses.tails)."""
     if meta.get("format", "dense") == "dense":
         return int(meta["vocab_size"]) * np.dtype(DTYPES[meta["dtype"]]).itemsize
-    index = 2 if int(meta["vocab_size"]) <= 1 << 16 else 4
     tail = meta.get("tail") or {"kind": "bucket", "width": 0}
-    return int(meta["topk"]) * (index + 2) + 8 + extra_bytes(tail["kind"], int(tail["width"]), index)
+    return bytes_per_position(int(meta["topk"]), int(meta["vocab_size"]), tail["kind"], int(tail["width"]))
 
 
 class TeacherCache:
