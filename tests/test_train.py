@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from atkd.data.template import format_prompt
 from atkd.losses import DIVERGENCES, build_loss, sparse_from_logits
 from atkd.models import build_model, load_model, load_tokenizer, save_model
+from atkd.models.tokenizer import iter_texts
 from atkd.train import TrainConfig, forward_backward, train
 from atkd.train.config import config_diff, load_config_file
 from atkd.train.data import (
@@ -78,6 +79,24 @@ def test_plain_text_blocks_train_every_token(world, tok):
     stream = [t for b in blocks for t in b.input_ids]
     assert stream.count(tok.eos_token_id) == 40  # one EOS after each document
     assert load_examples(world["train"], tok, 512)[0].labels[0] == IGNORE_INDEX
+
+
+def test_jsonl_text_corpus_keeps_line_breaks_inside_documents(world, tok, tmp_path):
+    lines = [ln for ln in world["text"].read_text(encoding="utf-8").splitlines() if ln.strip()]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": ln}) + "\n" for ln in lines), encoding="utf-8")
+    assert load_examples(corpus, tok, 16) == load_text(world["text"], tok, 16)  # the same documents
+    assert [t for _, t in zip(range(3), iter_texts([corpus]))] == lines[:3]  # the tokenizer reads them too
+
+    corpus.write_text(json.dumps({"text": "Tom sings.\nTom sings."}) + "\n", encoding="utf-8")
+    stream = [t for b in load_examples(corpus, tok, 64) for t in b.input_ids]
+    newline = tok("\n", add_special_tokens=False)["input_ids"]
+    assert stream == tok("Tom sings.\nTom sings.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert any(stream[i : i + len(newline)] == newline for i in range(len(stream)))  # one document, not two
+
+    corpus.write_text(json.dumps({"text": "Tom sings."}) + "\n" + json.dumps({"txt": "x"}) + "\n")
+    with pytest.raises(ValueError, match=r"corpus.jsonl:2: .*text"):
+        load_examples(corpus, tok, 64)
 
 
 def test_data_order_is_a_seeded_epoch_stream():

@@ -74,6 +74,21 @@ def read_jsonl(
             yield obj
 
 
+def is_text_corpus(path: str | Path) -> bool:
+    """Whether a JSON-lines file is a pre-training corpus (its first record has `text` and no
+    `instruction`: one document per record) rather than instruction records."""
+    first = next(read_jsonl(path, required=()), None)
+    return first is not None and "text" in first and "instruction" not in first
+
+
+def read_text_records(path: str | Path) -> Iterator[str]:
+    """The documents of a JSON-lines corpus: each record's `text`, line breaks kept, blank ones skipped; a
+    record without a string `text` fails with the file and line."""
+    for rec in read_jsonl(path, required={"text": str}):
+        if rec["text"].strip():
+            yield rec["text"]
+
+
 def _as_tuple(t: TypeSpec) -> tuple[type, ...]:
     return t if isinstance(t, tuple) else (t,)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from atkd.data.jsonl import read_jsonl
+from atkd.data.jsonl import is_text_corpus, read_jsonl, read_text_records
 from atkd.data.template import format_example
 from atkd.fsutil import atomic_dir
 from atkd.models import gguf
@@ -69,14 +69,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE) 
 
 
 def iter_texts(paths: Iterable[str | Path]) -> Iterator[str]:
-    """Yield training texts from files: `.jsonl` records go through the prompt template
-    (prompt + response, so the template's headers become tokens), any other file yields its non-empty lines.
+    """Yield training texts from files: `.jsonl` instruction records go through the prompt template
+    (prompt + response, so the template's headers become tokens), a `.jsonl` corpus of `text` records
+    yields its documents, any other file its non-empty lines (as the trainer reads them: atkd.train.data).
     """
     for path in paths:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer training file not found: {path}")
-        if path.suffix == ".jsonl":
+        if path.suffix == ".jsonl" and is_text_corpus(path):
+            yield from read_text_records(path)
+        elif path.suffix == ".jsonl":
             for record in read_jsonl(path):
                 prompt, response = format_example(record)
                 yield prompt + response

@@ -59,7 +59,7 @@ class TrainConfig:
     (ladder name, random init from `seed`) says where the weights start."""
 
     output_dir: str
-    train_data: str  # .jsonl instruction records (template, response-only loss) or a plain-text file
+    train_data: str  # .jsonl instruction records, or a corpus (.jsonl `text` records, or text; train.data)
     # train on the first N examples of train_data only: a smaller instruction set of the same world (the
     # records are in random order), read against a teacher cache of the whole file
     train_limit: int | None = None

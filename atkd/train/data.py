@@ -4,8 +4,10 @@ Instruction records (`.jsonl` with `instruction`, optional `input`, `output`): p
 chat template if it has one, else the suite's template: atkd.data.template) and response are tokenised
 separately (the same prompt tokens evaluation will feed the model), EOS is appended to the response, and
 labels are -100 on the prompt, so the loss covers response tokens + EOS only.
-Plain text (any other file): one document per line (the world's `pretrain.txt`), each followed by EOS,
-concatenated and cut into blocks; every token is a target (the student's base pre-training).
+Plain text: documents, each followed by EOS, concatenated and cut into blocks; every token is a target
+(pre-training). A `.jsonl` file whose records have `text` (and no `instruction`) holds one document per
+record, line breaks included (the usual form of a pre-training corpus); any other file one document per
+non-blank line (the world's `pretrain.txt`).
 
 Labels are *unshifted* (labels[i] is token i or -100); the loop shifts them against the logits.
 """
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from atkd.data.jsonl import read_jsonl
+from atkd.data.jsonl import is_text_corpus, read_jsonl, read_text_records
 from atkd.data.template import format_example
 
 if TYPE_CHECKING:
@@ -98,13 +100,11 @@ def load_sft(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: i
     return examples
 
 
-def load_text(path: str | Path, tokenizer: PreTrainedTokenizerBase, block_size: int) -> list[Example]:
-    """Cut a plain-text corpus into blocks of `block_size` tokens (the last one may be shorter).
-
-    One document per non-blank line; each is followed by EOS so the model learns to stop.
-    """
-    text = Path(path).read_text(encoding="utf-8")
-    docs = [line for line in text.splitlines() if line.strip()]
+def _blocks(
+    docs: Iterable[str], tokenizer: PreTrainedTokenizerBase, block_size: int, path: Path
+) -> list[Example]:
+    """Documents, each followed by EOS (so the model learns to stop), as one stream cut into blocks of
+    `block_size` tokens (the last one may be shorter)."""
     stream: list[int] = []
     for doc in docs:
         stream.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
@@ -116,14 +116,29 @@ def load_text(path: str | Path, tokenizer: PreTrainedTokenizerBase, block_size: 
     return [Example(b, b) for b in blocks]
 
 
+def load_text(path: str | Path, tokenizer: PreTrainedTokenizerBase, block_size: int) -> list[Example]:
+    """Cut a plain-text corpus, one document per non-blank line, into blocks of `block_size` tokens."""
+    text = Path(path).read_text(encoding="utf-8")
+    return _blocks((line for line in text.splitlines() if line.strip()), tokenizer, block_size, Path(path))
+
+
+def load_text_records(path: str | Path, tokenizer: PreTrainedTokenizerBase, block_size: int) -> list[Example]:
+    """Cut a JSON-lines corpus, one document per record's `text` (line breaks kept), into blocks of
+    `block_size` tokens; a record without a string `text` fails with the file and line."""
+    return _blocks(read_text_records(path), tokenizer, block_size, Path(path))
+
+
 def load_examples(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[Example]:
-    """`.jsonl` -> instruction records (template, response-only loss); anything else -> plain-text LM."""
+    """Instruction records (`.jsonl`: template, response-only loss), or a plain-text corpus (a `.jsonl` of
+    `text` records, or any other file, one document per line) for language modelling."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training data not found: {path}")
-    if path.suffix == ".jsonl":
-        return load_sft(path, tokenizer, max_length)
-    return load_text(path, tokenizer, max_length)
+    if path.suffix != ".jsonl":
+        return load_text(path, tokenizer, max_length)
+    if is_text_corpus(path):
+        return load_text_records(path, tokenizer, max_length)
+    return load_sft(path, tokenizer, max_length)
 
 
 def target_mask(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
