@@ -450,6 +450,25 @@ def test_regime_check_places_kd_between_the_teacher_free_baseline_and_its_teache
     assert "Not measured: the run needs `kd`" in report_markdown(scores[scores["method"] != "sft"], models)
 
 
+def test_regime_states_kd_at_the_largest_minus_the_smallest_teacher():
+    """Does the teacher move the KD student? kd at the largest teacher minus at the smallest, paired over
+    their shared seeds, with no direction claimed; a run with one teacher has no such line."""
+    from atkd.report.findings import report_markdown
+
+    rows = [("sft", "", 1, 0.40), ("sft", "", 2, 0.42), ("kd", "small", 1, 0.45), ("kd", "small", 2, 0.47)]
+    rows += [("kd", "big", 1, 0.50), ("kd", "big", 2, 0.53), ("kd", "mid", 1, 0.9), ("kd", "big", 3, 0.9)]
+    scores = pd.DataFrame(rows, columns=["method", "teacher", "seed", "value"]).assign(atkd="off", task="avg")
+    models = pd.DataFrame({"model": ["small", "mid", "big"], "params": [1e5, 5e5, 1e6]})
+    text = report_markdown(scores, models, tasks=["avg"])
+    # over seeds 1-2 (big's seed 3 has no partner); the middle teacher takes no part
+    line = "- `kd` at the largest teacher (big) minus at the smallest (small): +0.0550 [95% CI +0.0479,"
+    assert line in text
+    assert "(2 seeds; only 2 seeds" in text
+    assert "**higher at the largest teacher (the 95% interval excludes 0)**" in text
+    one = report_markdown(scores[scores["teacher"].isin(["", "big"])], models, tasks=["avg"])
+    assert "minus at the smallest" not in one
+
+
 def test_regime_check_compares_only_students_of_the_same_budget():
     """A teacher-free baseline trained for another number of epochs (runs.csv) is named, not compared: a
     4-epoch SFT student against a 2-epoch KD one measures the budget, not distillation."""

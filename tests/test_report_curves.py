@@ -200,6 +200,10 @@ def test_budget_sweep_scores_lines_and_figure(tmp_path, monkeypatch):
     assert "+0.0500" in rows[0] and "+0.0120" in rows[2] and all("supported" in r for r in rows)
     assert "- ATKD effect (signed) at 0.5 epochs minus at 2 epochs: +0.0380" in text
     assert "**ATKD's effect is larger at 0.5 epochs (the interval excludes 0)**" in text
+    # convergence: each budget minus the next smaller one, without and with ATKD (a gain of 0.05 a step)
+    assert "- Convergence, without ATKD: `kd` (1 epochs) minus `kd_b05` (0.5 epochs): +0.0500" in text
+    assert "- Convergence, with ATKD: `kd_b2` (2 epochs) minus `kd` (1 epochs): +0.0820" in text
+    assert text.count("**still gaining (the 95% interval excludes 0)**") == 4
     figures = _recording(monkeypatch)
     from atkd.report.budget import budget_figure
 
@@ -213,6 +217,23 @@ def test_budget_sweep_scores_lines_and_figure(tmp_path, monkeypatch):
     dots = [c for c in right.collections if c.get_label() == "one seed"]
     assert len(dots[0].get_offsets()) == 9  # every seed of every budget
     assert [t.get_text() for t in right.get_xticklabels()] == ["0.5\nkd_b05", "1\nkd", "2\nkd_b2"]
+
+
+def test_convergence_levels_off_when_the_larger_budget_gains_less_than_its_mde():
+    """A doubling whose gain is seed noise reads 'within its MDE'; one lower on every seed reads 'lower'
+    (a steady gain reads 'still gaining': test_budget_sweep_scores_lines_and_figure)."""
+    from atkd.report.budget import convergence_lines
+
+    sweep = {"teacher": "t", "unit": "epochs", "members": {"kd": 1.0, "kd_b2": 2.0}}
+    noise = [0.01, -0.02, 0.01, 0.0, -0.01, 0.015]
+    rows = [("kd", 1.0, atkd, s, 0.5 + 0.01 * (s % 3)) for atkd in ("off", "on") for s in range(1, 7)]
+    rows += [("kd_b2", 2.0, "off", s, 0.5 + 0.01 * (s % 3) + noise[s - 1]) for s in range(1, 7)]
+    rows += [("kd_b2", 2.0, "on", s, 0.5 + 0.01 * (s % 3) - 0.03 - 0.001 * s) for s in range(1, 7)]
+    table = pd.DataFrame(rows, columns=["method", "budget", "atkd", "seed", "value"])
+    off, on = convergence_lines(table, sweep)
+    assert off.startswith("- Convergence, without ATKD: `kd_b2` (2 epochs) minus `kd` (1 epochs): +0.0008")
+    assert "**no gain resolved: |effect| 0.0008 is below the MDE" in off
+    assert "**lower at the larger budget (the 95% interval excludes 0)**" in on
 
 
 def test_budget_sweep_missing_member_and_bad_section():

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from atkd.report.comparisons import reading
 from atkd.report.figures import plt, save_figure
 from atkd.report.stats import Evidence, paired, paired_bootstrap
 from atkd.report.tables import AVERAGE
@@ -185,4 +186,28 @@ def budget_lines(
         lines.append(
             f"- ATKD effect (signed) at {low:g} {unit} minus at {high:g} {unit}: {cmp.text()}: **{verdict}**."
         )
-    return lines + [""]
+    return lines + convergence_lines(scores, sweep, evidence) + [""]
+
+
+def convergence_lines(
+    scores: pd.DataFrame, sweep: Mapping[str, Any], evidence: Evidence | None = None
+) -> list[str]:
+    """Convergence along the sweep: each member minus the member of the next smaller budget, without and
+    with ATKD, paired by seed (and document, with `evidence`). The default's convergence test: the next
+    budget's gain is within its MDE."""
+    unit, teacher = sweep["unit"], sweep["teacher"]
+    budgets = scores.drop_duplicates("budget").sort_values("budget").set_index("budget")["method"]
+    lines = []
+    for (low, small), (high, large) in zip(budgets.items(), list(budgets.items())[1:], strict=False):
+        for atkd, label in (("off", "without ATKD"), ("on", "with ATKD")):
+            a, b = _arm(scores, large, atkd), _arm(scores, small, atkd)
+            if not len(a.index.intersection(b.index)):
+                continue
+            arms = (large, teacher, atkd), (small, teacher, atkd)
+            cmp = (None if evidence is None else evidence.compare(*arms)) or paired(a, b)
+            said = reading(cmp, "still gaining", "lower at the larger budget", "no gain")
+            lines.append(
+                f"- Convergence, {label}: `{large}` ({high:g} {unit}) minus `{small}` ({low:g} {unit}):"
+                f" {cmp.text()}: **{said}**."
+            )
+    return lines

@@ -44,17 +44,18 @@ def parse_comparisons(raw: str | Sequence[Mapping[str, Any]] | None) -> list[dic
     return out
 
 
-def _reading(cmp: Any) -> str:
-    """What the interval says, with no direction claimed."""
+def reading(cmp: Any, above: str = "A above B", below: str = "A below B", none: str = "no difference") -> str:
+    """What the interval says, with no direction claimed; `above`, `below` and `none` name the outcomes
+    (the convergence check reads them as a budget's gain)."""
     if not cmp.resampled:
         return "not resolved: one seed and no per-document scores"
     if cmp.low > 0:
-        return "A above B (the 95% interval excludes 0)"
+        return f"{above} (the 95% interval excludes 0)"
     if cmp.high < 0:
-        return "A below B (the 95% interval excludes 0)"
+        return f"{below} (the 95% interval excludes 0)"
     if abs(cmp.estimate) < cmp.mde:
-        return f"no difference resolved: |effect| {abs(cmp.estimate):.4f} is below the MDE {cmp.mde:.4f}"
-    return "no difference resolved: the 95% interval contains 0"
+        return f"{none} resolved: |effect| {abs(cmp.estimate):.4f} is below the MDE {cmp.mde:.4f}"
+    return f"{none} resolved: the 95% interval contains 0"
 
 
 def comparison_lines(comparisons: Sequence[Mapping[str, Any]], evidence: Evidence) -> list[str]:
@@ -78,10 +79,10 @@ def comparison_lines(comparisons: Sequence[Mapping[str, Any]], evidence: Evidenc
     for c in comparisons:
         for atkd in VARIANTS[c["variant"]]:
             cmp = evidence.compare(arm(c["a"], c["teacher"], atkd), arm(c["b"], c["teacher"], atkd))
-            text, reading = (
+            text, verdict = (
                 ("not measured", "one of the arms has no scores")
                 if cmp is None
-                else (cmp.text(), _reading(cmp))
+                else (cmp.text(), reading(cmp))
             )
-            lines.append(f"| {c['a']} | {c['b']} | {c['teacher'] or '-'} | {atkd} | {text} | {reading} |")
+            lines.append(f"| {c['a']} | {c['b']} | {c['teacher'] or '-'} | {atkd} | {text} | {verdict} |")
     return lines + [""]

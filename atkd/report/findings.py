@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from atkd.report.analyses import analysis_scores, f3_lines, f4_lines, f7_lines
+from atkd.report.comparisons import reading
 from atkd.report.stats import FEW_SEEDS, LEVEL, N_BOOT, POWER, Z_MDE, Comparison, Evidence, paired
 from atkd.report.tables import AVERAGE, arm_objectives, same_objective, shared_atkd_objectives
 
@@ -167,6 +168,15 @@ def _regime(
                 below = "below" if mean < own.mean() else "not below"
                 line += f"; {below} its teacher (one model: no interval)"
             lines.append(line)
+    if len(teachers) >= 2:
+        small, large = teachers[0], teachers[-1]
+        cmp = evidence.compare((reference, large, "off"), (reference, small, "off"))
+        if cmp is not None:
+            said = reading(cmp, "higher at the largest teacher", "lower at the largest teacher")
+            lines.append(
+                f"- `{reference}` at the largest teacher ({large}) minus at the smallest ({small}):"
+                f" {cmp.text()}; does the teacher move the student (no direction claimed)? **{said}**"
+            )
     return lines + [""]
 
 
