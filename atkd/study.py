@@ -33,6 +33,7 @@ from atkd.config import (
     method_variants,
     seed_count,
 )
+from atkd.data.world import pretrain_files
 from atkd.fsutil import epoch_dir_name
 from atkd.losses import parse_spec
 from atkd.train.sampling import SamplingConfig, parse_sampling
@@ -393,12 +394,21 @@ class Study:
                 cmd += " --fields " + " ".join(shlex.quote(f"{k}={v}") for k, v in d["fields"].items())
             return cmd
         w = self.config["world"]
+        breaks = w.get("pretrain_line_breaks")
         return (
             f"atkd world --out {world} --seed {w['seed']} --n-train {w['n_train']}"
             f" --n-valid {w['n_valid']} --n-eval {w['n_eval']} --n-entities {w['n_entities']}"
             f" --n-pretrain {w['n_pretrain']} --n-fewshot {w['n_fewshot']}"
             + (f" --n-pretrain-qa {w['n_pretrain_qa']}" if w.get("n_pretrain_qa") else "")
+            + (f" --pretrain-line-breaks {breaks}" if breaks else "")
         )
+
+    @property
+    def pretrain_files(self) -> tuple[str, str]:
+        """Paths of the world's pre-training text and its held-out part (`.txt`, or `.jsonl` with line
+        breaks: atkd.data.world.pretrain_files)."""
+        line_breaks = 0.0 if self.real_data else self.config["world"].get("pretrain_line_breaks", 0.0)
+        return tuple(f"{self.paths.world}/{name}" for name in pretrain_files(line_breaks))
 
     def tokenizer_command(self) -> str:
         """Train our BPE on the world (`vocab_size`) or copy a pre-trained model's tokenizer (`model`)."""
@@ -410,7 +420,7 @@ class Study:
         if "model" in t:
             return f"atkd tokenizer --from-model {shlex.quote(t['model'])} --out {out}"
         return (
-            f"atkd tokenizer --train {world}/train.jsonl {world}/pretrain.txt"
+            f"atkd tokenizer --train {world}/train.jsonl {shlex.quote(self.pretrain_files[0])}"
             f" --vocab-size {t['vocab_size']} --out {out}"
         )
 
@@ -455,8 +465,8 @@ class Study:
             self.teacher_pretrain(teacher) or {},
             arch=self.config["teachers"][teacher]["arch"],
             output_dir=f"{p.teacher_bases}/{teacher}",
-            train_data=f"{p.world}/pretrain.txt",
-            valid_data=f"{p.world}/pretrain_valid.txt",
+            train_data=self.pretrain_files[0],
+            valid_data=self.pretrain_files[1],
             seed=self.data_seed,
             threads=self.config["threads"],
             progress=False,
@@ -473,9 +483,9 @@ class Study:
         args = self.train_args(
             s,
             output_dir=base,
-            train_data=f"{self.paths.world}/pretrain.txt",
+            train_data=self.pretrain_files[0],
             # held-out plain text: the pre-training loss, as the teachers' bases log it
-            **({} if self.real_data else {"valid_data": f"{self.paths.world}/pretrain_valid.txt"}),
+            **({} if self.real_data else {"valid_data": self.pretrain_files[1]}),
             seed=self.data_seed,
             threads=self.config["threads"],
             progress=False,

@@ -44,10 +44,13 @@ WORLD_FIELDS = (
     "n_pretrain",
     "n_fewshot",
     "n_pretrain_qa",
+    "pretrain_line_breaks",
 )
-OPTIONAL_WORLD_FIELDS = {"n_pretrain_qa": 0}  # the value a world without the field has
-# The world's files a zoo records the hashes of (what its models were trained on).
+OPTIONAL_WORLD_FIELDS = {"n_pretrain_qa": 0, "pretrain_line_breaks": 0}  # the value a world without it has
+# The world's files a zoo records the hashes of (what its models were trained on); a world has the .txt
+# pair of pre-training files or, with pretrain_line_breaks, the .jsonl pair.
 WORLD_FILES = ("train.jsonl", "valid.jsonl", "pretrain.txt", "pretrain_valid.txt", "kb.json")
+WORLD_FILES += ("pretrain.jsonl", "pretrain_valid.jsonl")
 
 
 class ZooError(ValueError):

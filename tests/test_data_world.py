@@ -592,3 +592,39 @@ def test_question_answer_documents_join_pre_training_and_change_nothing_else(wor
     assert not {ln[3 : ln.index(" A: ")] for ln in qa} & asked
     again = generate_world(tmp_path / "again", seed=0, n_pretrain_qa=150, **SMALL)
     assert again["files"] == manifest["files"]
+
+
+def test_line_breaks_split_prose_sentences_of_a_share_of_documents(world, tmp_path):
+    """`pretrain_line_breaks: s` writes the pre-training text as JSON lines (pretrain_files) in which a
+    share s of the multi-sentence prose documents has one sentence per line; Q&A documents keep their one
+    line; apart from the line breaks the documents and their order are those of pretrain.txt, and every
+    other file is the world without them."""
+    from atkd.data.jsonl import read_text_records
+    from atkd.data.world import pretrain_files
+
+    root, base = world
+    out = tmp_path / "lines"
+    manifest = generate_world(out, seed=0, n_pretrain_qa=40, pretrain_line_breaks=0.5, **SMALL)
+    qa_world = generate_world(tmp_path / "qa", seed=0, n_pretrain_qa=40, **SMALL)
+    assert pretrain_files(0.5) == ("pretrain.jsonl", "pretrain_valid.jsonl")
+    assert pretrain_files(0) == ("pretrain.txt", "pretrain_valid.txt")
+    assert manifest["params"]["pretrain_line_breaks"] == 0.5 and "pretrain_line_breaks" not in base["params"]
+    assert not (out / "pretrain.txt").exists() and not (out / "pretrain_valid.txt").exists()
+    same = {rel for rel in manifest["files"] if qa_world["files"].get(rel) == manifest["files"][rel]}
+    assert set(manifest["files"]) - same == {"pretrain.jsonl", "pretrain_valid.jsonl"}
+    for name in ("pretrain", "pretrain_valid"):
+        docs = list(read_text_records(out / f"{name}.jsonl"))
+        plain = (tmp_path / "qa" / f"{name}.txt").read_text().splitlines()
+        assert [d.replace("\n", " ") for d in docs] == plain
+        assert manifest["files"][f"{name}.jsonl"]["records"] == len(plain)
+        broken = [d for d in docs if "\n" in d]
+        prose = [d for d in plain if not d.startswith("Q: ") and ". " in d]
+        assert broken and (len(prose) < 100 or 0.4 < len(broken) / len(prose) < 0.6)  # valid: 20 docs
+        assert all(not d.startswith("Q: ") for d in broken)
+        assert all(line[0].isupper() or line[0].isdigit() for d in broken for line in d.split("\n"))
+    assert manifest["size"]["pretrain_chars"] == qa_world["size"]["pretrain_chars"]
+    again = generate_world(tmp_path / "again", seed=0, n_pretrain_qa=40, pretrain_line_breaks=0.5, **SMALL)
+    assert again["files"] == manifest["files"]
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"pretrain_line_breaks must be between 0 and 1, got"):
+            generate_world(tmp_path / "bad", seed=0, pretrain_line_breaks=bad, **SMALL)

@@ -224,6 +224,22 @@ def test_the_world_rules_version_param_follows_the_generator(monkeypatch):
     assert real.world_version() == "real"
 
 
+def test_line_breaks_route_every_pre_training_job_to_the_jsonl_corpus():
+    """With `pretrain_line_breaks` the world job asks for them and the tokenizer, the student base and the
+    teachers' bases read pretrain.jsonl / pretrain_valid.jsonl; without, every command is what it was."""
+    plain = study()
+    assert "pretrain.txt" in plain.tokenizer_command()
+    assert "pretrain.jsonl" not in plain.student_base_command()
+    broken = study(world={**SMOKE["world"], "pretrain_line_breaks": 0.5})
+    assert broken.world_command() == plain.world_command() + " --pretrain-line-breaks 0.5"
+    world = broken.paths.world
+    assert f"{world}/pretrain.jsonl" in broken.tokenizer_command()
+    base = broken.student_base_command()
+    assert f"{world}/pretrain.jsonl" in base and f"{world}/pretrain_valid.jsonl" in base
+    assert "pretrain.txt" not in base and "pretrain_valid.txt" not in base
+    assert broken.pretrain_files == (f"{world}/pretrain.jsonl", f"{world}/pretrain_valid.jsonl")
+
+
 def test_the_world_command_names_question_answer_documents_only_when_asked():
     """Without `n_pretrain_qa` the world job's command is what it was (an existing results folder keeps
     its world); with it, `atkd world` adds them."""

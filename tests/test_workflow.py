@@ -281,6 +281,10 @@ SCHEMA_ERRORS = [
         _set("teacher_cache", {"topk": 8, "tail": "zipf"}),
         r"^teacher_cache.tail: 'zipf' is not allowed; valid: ",
     ),
+    (
+        _set("world", "pretrain_line_breaks", 1.5),
+        r"^world.pretrain_line_breaks: 1.5 is greater than the maximum of 1$",
+    ),
 ]
 
 

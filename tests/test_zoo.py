@@ -199,3 +199,6 @@ def test_a_world_field_added_later_compares_at_its_default(tmp_path):
     zoo.check_world(z, {**WORLD, "n_pretrain_qa": 0}, WORLD_VERSION)
     with pytest.raises(zoo.ZooError, match=r"n_pretrain_qa 15000 \(zoo: 0\)"):
         zoo.check_world(z, {**WORLD, "n_pretrain_qa": 15000}, WORLD_VERSION)
+    with pytest.raises(zoo.ZooError, match=r"pretrain_line_breaks 0.5 \(zoo: 0\)"):  # a field added later
+        zoo.check_world(z, {**WORLD, "pretrain_line_breaks": 0.5}, WORLD_VERSION)
+    zoo.check_world(z, {**WORLD, "pretrain_line_breaks": 0.0}, WORLD_VERSION)

@@ -1,4 +1,5 @@
-"""Plain pre-training text of the world (no instruction template), one document per line.
+"""Plain pre-training text of the world (no instruction template), one document per line, or with line
+breaks inside documents (`break_lines`).
 
 The study distils from and into *pre-trained* language models. This corpus is that stage for every model
 here: the student base and each teacher first learn the world's language from it, then the teachers are
@@ -14,12 +15,16 @@ instruction-tuned (the student base is not). What it holds:
 - Reading-with-numbers passages, arithmetic, one- and two-step logic, reviews: the skills the
   understanding suites test, stated as plain text.
 
-It never contains the instruction template, so the instruction format is only learnt in SFT/KD.
+It never contains the instruction template, so the instruction format is only learnt in SFT/KD. Every
+prompt of that template holds line breaks, though, and a base that never saw one predicts the first tokens
+after it badly (docs/results/base-newlines-2026-12-07): `break_lines` puts the sentences of a share of
+the prose documents on lines of their own, as real pre-training text has them.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from atkd.data.families import (
@@ -246,3 +251,20 @@ def generate_pretrain(rng: random.Random, ctx: WorldContext, n_docs: int) -> tup
         docs.extend(makers[kind](rng, ctx) for _ in range(count))
     rng.shuffle(docs)
     return docs, mentions
+
+
+# A sentence ends at ". ", "? " or "! " before a capital or a digit (the world's prose has no abbreviations).
+SENTENCE_END = re.compile(r"(?<=[.?!]) (?=[A-Z0-9])")
+
+
+def break_lines(docs: list[str], rng: random.Random, share: float) -> list[str]:
+    """`docs` with the sentences of a `share` of the multi-sentence prose documents on separate lines (one
+    draw of `rng` per such document, in order); "Q: ... A: ..." documents and one-sentence documents stay
+    as they are."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"pretrain_line_breaks must be between 0 and 1, got {share}")
+    out = []
+    for doc in docs:
+        sentences = [] if doc.startswith("Q: ") else SENTENCE_END.split(doc)
+        out.append("\n".join(sentences) if len(sentences) > 1 and rng.random() < share else doc)
+    return out

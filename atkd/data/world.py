@@ -7,6 +7,9 @@
     pretrain.txt            plain text, one document per line, no template (every model's pre-training);
                             with n_pretrain_qa, also that many "Q: ... A: ..." lines (`qa_documents`)
     pretrain_valid.txt      held-out plain text of the same kinds (pre-training validation loss)
+    pretrain.jsonl, pretrain_valid.jsonl  with pretrain_line_breaks > 0, the same text as JSON lines
+                            ({"text": ...} per document, some with line breaks: `pretrain.break_lines`)
+                            in place of the two .txt files (`pretrain_files` names them)
     pretrain_mentions.json  how many fact documents each person has (fame; see `atkd.data.pretrain`)
     chance.csv              each suite's chance level (task, chance, definition; `suites.chance_level`)
     suites/<name>.jsonl     the eight evaluation suites (see `atkd.data.suites`)
@@ -36,7 +39,7 @@ from typing import Any
 from atkd.data.families import FAMILIES, STOCHASTIC_FAMILIES, TRAIN_MIX, Record, WorldContext
 from atkd.data.jsonl import dumps_jsonl
 from atkd.data.kb import build_kb
-from atkd.data.pretrain import generate_pretrain
+from atkd.data.pretrain import break_lines, generate_pretrain
 from atkd.data.suites import (
     BBH_TASKS,
     CHANCE_DEFINITION,
@@ -67,6 +70,19 @@ DEFAULTS: dict[str, int] = {
 CHARS_PER_TOKEN = 3.2
 PRETRAIN_CHARS_PER_TOKEN = 2.8
 _MAX_TRIES = 2_000
+
+
+def pretrain_files(line_breaks: float = 0.0) -> tuple[str, str]:
+    """The world's pre-training text and its held-out part: `.txt` (one document per line), or `.jsonl`
+    (one {"text": ...} record per document, line breaks kept) when `pretrain_line_breaks` > 0."""
+    ext = "jsonl" if line_breaks else "txt"
+    return f"pretrain.{ext}", f"pretrain_valid.{ext}"
+
+
+def _corpus(docs: list[str], line_breaks: float) -> str:
+    if line_breaks:
+        return "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs)
+    return "".join(d + "\n" for d in docs)
 
 
 def prompt_key(record: Mapping[str, Any]) -> str:
@@ -200,16 +216,21 @@ def generate_world(
     n_pretrain: int = DEFAULTS["n_pretrain"],
     n_fewshot: int = DEFAULTS["n_fewshot"],
     n_pretrain_qa: int = 0,
+    pretrain_line_breaks: float = 0.0,
 ) -> dict[str, Any]:
     """Generate the world into `out_dir` and return its manifest (also written as `manifest.json`).
 
     `n_eval` is the size of each of the eight suites, `n_fewshot` of each understanding suite's few-shot
     pool (at least 5, the largest shot count). `n_pretrain_qa` adds that many one-line question-answer
-    documents to pretrain.txt (`qa_documents`; 0, the default, leaves every file as before). Deterministic
-    in all arguments.
+    documents to pretrain.txt (`qa_documents`; 0, the default, leaves every file as before).
+    `pretrain_line_breaks` > 0 puts the sentences of that share of the prose documents on separate lines
+    and writes the pre-training text as JSON lines (`pretrain_files`; 0, the default, leaves every file as
+    before). Deterministic in all arguments.
     """
     if n_pretrain_qa < 0:
         raise ValueError(f"n_pretrain_qa must be at least 0, got {n_pretrain_qa}")
+    if not 0.0 <= pretrain_line_breaks <= 1.0:
+        raise ValueError(f"pretrain_line_breaks must be between 0 and 1, got {pretrain_line_breaks}")
     for name, value in (
         ("n_train", n_train),
         ("n_valid", n_valid),
@@ -261,18 +282,22 @@ def generate_world(
         held_out = reserved | {prompt_key(r) for r in (*train, *valid)}
         pretrain_docs += qa_documents(rng_for("pretrain-qa"), ctx, n_pretrain_qa, held_out)
         rng_for("pretrain-qa-order").shuffle(pretrain_docs)
-    texts["pretrain.txt"] = "".join(d + "\n" for d in pretrain_docs)
     # Held-out plain text of the same kinds (its own stream): the base models' validation loss.
     valid_docs, _ = generate_pretrain(rng_for("pretrain-valid"), ctx, max(20, n_pretrain // 50))
-    texts["pretrain_valid.txt"] = "".join(d + "\n" for d in valid_docs)
-    counts["pretrain_valid.txt"] = len(valid_docs)
+    if pretrain_line_breaks:  # own streams: the documents above are drawn as without line breaks
+        pretrain_docs = break_lines(pretrain_docs, rng_for("pretrain-lines"), pretrain_line_breaks)
+        valid_docs = break_lines(valid_docs, rng_for("pretrain-valid-lines"), pretrain_line_breaks)
+    pretrain_name, valid_name = pretrain_files(pretrain_line_breaks)
+    texts[pretrain_name] = _corpus(pretrain_docs, pretrain_line_breaks)
+    texts[valid_name] = _corpus(valid_docs, pretrain_line_breaks)
+    counts[valid_name] = len(valid_docs)
     texts["pretrain_mentions.json"] = json.dumps(mentions, indent=0) + "\n"
     suites = {
         name: [json.loads(line) for line in texts[f"suites/{name}.jsonl"].splitlines()]
         for name in (*GENERATION_SUITES, *UNDERSTANDING_SUITES)
     }
     texts["chance.csv"] = chance_csv(suites)
-    counts["pretrain.txt"] = len(pretrain_docs)
+    counts[pretrain_name] = len(pretrain_docs)
     texts["kb.json"] = json.dumps(kb, indent=1, ensure_ascii=False) + "\n"
 
     def n_chars(records_text: str) -> tuple[int, int]:
@@ -284,7 +309,7 @@ def generate_world(
         return prompt, response
 
     train_prompt_chars, train_response_chars = n_chars(texts["train.jsonl"])
-    pretrain_chars = len(texts["pretrain.txt"])
+    pretrain_chars = sum(len(d) + 1 for d in pretrain_docs)  # as one document per line
     manifest: dict[str, Any] = {
         "world_version": WORLD_VERSION,
         "seed": seed,
@@ -296,6 +321,7 @@ def generate_world(
             "n_pretrain": n_pretrain,
             "n_fewshot": n_fewshot,
             **({"n_pretrain_qa": n_pretrain_qa} if n_pretrain_qa else {}),
+            **({"pretrain_line_breaks": pretrain_line_breaks} if pretrain_line_breaks else {}),
         },
         "kb": {
             "countries": len(kb["countries"]),
@@ -354,6 +380,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         n_pretrain=args.n_pretrain,
         n_fewshot=args.n_fewshot,
         n_pretrain_qa=args.n_pretrain_qa,
+        pretrain_line_breaks=args.pretrain_line_breaks,
     )
     size = manifest["size"]
     kb = manifest["kb"]
@@ -400,6 +427,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-fewshot", type=int, default=DEFAULTS["n_fewshot"], help="few-shot pool per suite")
     p.add_argument(
         "--n-pretrain-qa", type=int, default=0, help="question-answer documents added to pretrain.txt"
+    )
+    p.add_argument(
+        "--pretrain-line-breaks",
+        type=float,
+        default=0.0,
+        help="share of prose pre-training documents with one sentence per line (> 0: pretrain.jsonl)",
     )
     p.set_defaults(func=_run_cli)
     c = subparsers.add_parser(
