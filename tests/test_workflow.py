@@ -625,6 +625,21 @@ def test_a_rule_without_the_run_outputs_or_an_unknown_rule_file_fails_up_front(t
     )
 
 
+def test_the_onpolicy_overlay_adds_imitkd_and_gkd_to_the_main_table():
+    """config/onpolicy.yaml over the default: the default's runs plus imitkd and gkd, each +-ATKD at
+    neox-208x6 with one seed, sampling from the student; the report lists them among its methods."""
+    out = plan("-p", "all", "--configfile", "config/default.yaml", "config/onpolicy.yaml", timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = job_counts(out)
+    base = job_counts(plan("all", "--configfile", "config/default.yaml", "--quiet", "rules", timeout=180))
+    assert counts["distill"] == base["distill"] + 4 and counts["evaluate"] == base["evaluate"] + 4
+    trains = [c for c in _commands(out) if "/imitkd/" in c or "/gkd/" in c]
+    assert len([c for c in trains if c.startswith("atkd train")]) == 4
+    assert all("neox-208x6" in c and "/s1" in c for c in trains if c.startswith("atkd train"))
+    (report,) = [c for c in _commands(out) if c.startswith("atkd report")]
+    assert " imitkd gkd" in report
+
+
 def test_the_extended_overlay_adds_four_methods_at_the_largest_teacher():
     """config/extended.yaml over the default: the default's runs plus gkd, taid and akl by the study's own
     distillation and trl_gkd by the example's rule, each +-ATKD at neox-208x6 with their seeds; TRL's GKD
