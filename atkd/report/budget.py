@@ -21,9 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from atkd.report.comparisons import reading
 from atkd.report.figures import plt, save_figure
-from atkd.report.stats import Evidence, paired, paired_bootstrap
+from atkd.report.stats import Evidence, paired, paired_bootstrap, reading
 from atkd.report.tables import AVERAGE
 
 UNITS = ("epochs", "steps")

@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from atkd.report.stats import Evidence
+from atkd.report.stats import Evidence, reading
 
 KEYS = ("a", "b", "teacher", "variant")
 VARIANTS = {"off": ("off",), "on": ("on",), "both": ("off", "on")}
@@ -42,20 +42,6 @@ def parse_comparisons(raw: str | Sequence[Mapping[str, Any]] | None) -> list[dic
             raise ValueError(f"{where}.variant: {variant!r}; valid: {', '.join(VARIANTS)}")
         out.append({"a": item["a"], "b": item["b"], "teacher": item.get("teacher", ""), "variant": variant})
     return out
-
-
-def reading(cmp: Any, above: str = "A above B", below: str = "A below B", none: str = "no difference") -> str:
-    """What the interval says, with no direction claimed; `above`, `below` and `none` name the outcomes
-    (the convergence check reads them as a budget's gain)."""
-    if not cmp.resampled:
-        return "not resolved: one seed and no per-document scores"
-    if cmp.low > 0:
-        return f"{above} (the 95% interval excludes 0)"
-    if cmp.high < 0:
-        return f"{below} (the 95% interval excludes 0)"
-    if abs(cmp.estimate) < cmp.mde:
-        return f"{none} resolved: |effect| {abs(cmp.estimate):.4f} is below the MDE {cmp.mde:.4f}"
-    return f"{none} resolved: the 95% interval contains 0"
 
 
 def comparison_lines(comparisons: Sequence[Mapping[str, Any]], evidence: Evidence) -> list[str]:

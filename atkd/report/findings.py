@@ -23,8 +23,7 @@ from typing import Any
 import pandas as pd
 
 from atkd.report.analyses import analysis_scores, f3_lines, f4_lines, f7_lines
-from atkd.report.comparisons import reading
-from atkd.report.stats import FEW_SEEDS, LEVEL, N_BOOT, POWER, Z_MDE, Comparison, Evidence, paired
+from atkd.report.stats import FEW_SEEDS, LEVEL, N_BOOT, POWER, Z_MDE, Comparison, Evidence, paired, reading
 from atkd.report.tables import AVERAGE, arm_objectives, same_objective, shared_atkd_objectives
 
 ALTERNATIVES = ("kd_early", "kd_ta", "dkd")  # F8's other remedies, by their default config names

@@ -387,3 +387,19 @@ class Evidence:
         if arrays is None:
             return None
         return paired_bootstrap(*arrays, n_boot=self.n_boot, seed=self.seed)
+
+
+def reading(
+    cmp: Comparison, above: str = "A above B", below: str = "A below B", none: str = "no difference"
+) -> str:
+    """What the interval says, with no direction claimed; `above`, `below` and `none` name the outcomes
+    (the convergence check reads them as a budget's gain)."""
+    if not cmp.resampled:
+        return "not resolved: one seed and no per-document scores"
+    if cmp.low > 0:
+        return f"{above} (the 95% interval excludes 0)"
+    if cmp.high < 0:
+        return f"{below} (the 95% interval excludes 0)"
+    if abs(cmp.estimate) < cmp.mde:
+        return f"{none} resolved: |effect| {abs(cmp.estimate):.4f} is below the MDE {cmp.mde:.4f}"
+    return f"{none} resolved: the 95% interval contains 0"
