@@ -11,11 +11,15 @@ folder holds ordinary Hugging Face checkpoints and `MANIFEST.json`:
     MANIFEST.json                  sha256 and size of every file, the world it was built on (version,
                                    fields and file hashes), the build config, and per model and stage the
                                    CPU time and the final validation loss (32-bit while training, and of
-                                   the 16-bit weights as shipped)
+                                   the 16-bit weights as shipped), and the machine it was built on
 
 `check_world` is what makes a zoo safe to read: a config whose world differs from the zoo's (another
 generator version or another field) would distil from teachers tuned on other data, so it fails before
 any job, naming the command that rebuilds the zoo. `verify` checks every file against the manifest.
+
+A rebuild reproduces the world and the tokenizer byte for byte; on another machine the weights differed
+(docs/results/zoo-rebuild-2026-12-07; CPU-specific float kernels are the likely cause): hence `built_on`,
+and hence the zoo is shipped, not rebuilt by each user.
 
 This module imports no torch (the config check runs it on every workflow parse); `export` does, lazily.
 """
@@ -33,7 +37,7 @@ from atkd.fsutil import atomic_dir
 from atkd.fsutil import sha256_file as sha256
 
 MANIFEST = "MANIFEST.json"
-FORMAT = 1  # the manifest's layout; bumped when its keys change
+FORMAT = 1  # the manifest's layout; bumped when a key that readers use changes
 REBUILD = "snakemake --cores 2 zoo --configfile config/zoo.yaml"
 WORLD_FIELDS = (
     "seed",
@@ -146,6 +150,26 @@ def _stage(summary_path: Path, bench_path: Path) -> dict[str, Any]:
     }
 
 
+def built_on() -> dict[str, str]:
+    """The build machine as far as it decides the weights: CPU model, architecture, Python and torch."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
 def _valid_loss_16bit(
     model_dir: Path, stage: Mapping[str, Any], world: Path, max_length: int
 ) -> float | None:
@@ -235,6 +259,7 @@ def export(
                 1,
             ),
             "models": described,
+            "built_on": built_on(),
             "files": file_table(tmp),
         }
         manifest["bytes"] = sum(f["bytes"] for f in manifest["files"].values())

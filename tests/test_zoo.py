@@ -202,3 +202,14 @@ def test_a_world_field_added_later_compares_at_its_default(tmp_path):
     with pytest.raises(zoo.ZooError, match=r"pretrain_line_breaks 0.5 \(zoo: 0\)"):  # a field added later
         zoo.check_world(z, {**WORLD, "pretrain_line_breaks": 0.5}, WORLD_VERSION)
     zoo.check_world(z, {**WORLD, "pretrain_line_breaks": 0.0}, WORLD_VERSION)
+
+
+def test_built_on_names_the_machine_that_decides_the_weights():
+    """Rebuilt weights differ across CPUs, so the manifest records the CPU, architecture and versions."""
+    import platform
+
+    import torch
+
+    on = zoo.built_on()
+    assert on["torch"] == torch.__version__ and on["python"] == platform.python_version()
+    assert on["machine"] == platform.machine() and on["cpu"] not in ("", None)
