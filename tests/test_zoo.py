@@ -205,7 +205,7 @@ def test_a_world_field_added_later_compares_at_its_default(tmp_path):
 
 
 def test_built_on_names_the_machine_that_decides_the_weights():
-    """Rebuilt weights differ across CPUs, so the manifest records the CPU, architecture and versions."""
+    """Rebuilt weights can differ between machines: the manifest records the CPU, architecture, versions."""
     import platform
 
     import torch

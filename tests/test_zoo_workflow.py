@@ -61,7 +61,7 @@ def test_the_build_writes_a_verified_16_bit_zoo_with_its_costs(built):
             stages["instruct"]["valid_loss"], abs=0.01
         )
     assert manifest["models"]["student"]["stages"]["pretrain"]["train_data"] == "pretrain.txt"
-    # weights are not byte-reproducible across CPUs: the manifest says which machine built them
+    # weights need not be byte-reproducible across machines: the manifest says which one built them
     assert manifest["built_on"]["torch"] == torch.__version__ and manifest["built_on"]["cpu"]
     assert manifest["cpu_s"] >= sum(
         s["cpu_s"] for m in manifest["models"].values() for s in m["stages"].values()
