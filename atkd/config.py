@@ -48,6 +48,7 @@ METHOD_TRAIN_KEYS = (
     "eval_points",
     "valid_limit",
     "train_limit",
+    "train_offset",
     "bf16",
     "fused_head",
     "targets_only",

@@ -250,3 +250,18 @@ def test_the_world_command_names_question_answer_documents_only_when_asked():
         study(world={**SMOKE["world"], "n_pretrain_qa": 500}).world_command()
         == plain + " --n-pretrain-qa 500"
     )
+
+
+def test_disjoint_records_for_teacher_and_student_reach_their_commands():
+    """A teacher tuned on the first N records (`train_limit` on the teacher) and a method distilled on the
+    records after them (`train: {train_offset: N}`) get those fields on their `atkd train` commands."""
+    cfg = copy.deepcopy(SMOKE)
+    teacher = next(iter(cfg["teachers"]))
+    cfg["teachers"][teacher] = {**cfg["teachers"][teacher], "train_limit": 32}
+    cfg["methods"]["kd"] = {**cfg["methods"]["kd"], "train": {"train_offset": 32, "train_limit": 16}}
+    s = Study(cfg)
+    run = next(r for r in s.runs() if r.method == "kd" and r.teacher == teacher)
+    assert "--set train_offset=32" in s.distill_args(run) and "--set train_limit=16" in s.distill_args(run)
+    assert "--set train_limit=32" in s.teacher_train_args(teacher)
+    sft = next(r for r in s.runs() if r.method == "sft")
+    assert "train_offset" not in s.distill_args(sft)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -686,6 +687,38 @@ def test_train_limit_trains_on_the_first_records_also_from_a_whole_file_cache(wo
     assert not same_weights(weights(limited), weights(full))
     with pytest.raises(ValueError, match=r"train_limit 1000: .*train.jsonl has 64 examples"):
         train(train_config(world, tmp_path / "over", train_limit=1000, teacher_cache=str(whole), **kw))
+
+
+def test_train_offset_skips_records_also_in_a_whole_file_cache(world, reference_run, tmp_path):
+    """`train_offset: K` (with `train_limit: N`) is the run on a file of records K..K+N-1, reading a cache of
+    the whole file at those records' rows (the weights of a cache of the short file, to float rounding)."""
+    _, teacher = reference_run
+    lines = world["train"].read_text().splitlines(keepends=True)
+    middle = tmp_path / "middle.jsonl"
+    middle.write_text("".join(lines[30:50]))
+    kw = dict(loss="fkl", max_length=512, epochs=2, max_steps=None, batching="packed")
+    whole = build_teacher_cache(str(teacher), str(world["train"]), tmp_path / "whole", dtype="float32")
+    part = build_teacher_cache(str(teacher), str(middle), tmp_path / "part", dtype="float32")
+    cfg = train_config(
+        world, tmp_path / "offset", train_offset=30, train_limit=20, teacher_cache=str(whole), **kw
+    )
+    skipped = train(cfg)
+    on_middle = train(
+        train_config(world, tmp_path / "on_middle", train_data=str(middle), teacher_cache=str(part), **kw)
+    )
+    assert json.loads((tmp_path / "offset" / "train_summary.json").read_text())["examples"] == 20
+    # the two caches batch these records differently, so their logits agree to float rounding (1e-7)
+    a, b = weights(skipped), weights(on_middle)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=2e-5, msg=name)
+    first = train(train_config(world, tmp_path / "first", train_limit=20, teacher_cache=str(whole), **kw))
+    assert not same_weights(weights(skipped), weights(first))
+    for offset, limit, said in ((50, 20, "train_offset 50 + train_limit 20"), (64, None, "train_offset 64")):
+        with pytest.raises(ValueError, match=re.escape(said) + r": .*train.jsonl has 64 examples"):
+            bad = dict(train_offset=offset, train_limit=limit, teacher_cache=str(whole))
+            train(train_config(world, tmp_path / f"over{offset}", **bad, **kw))
+    with pytest.raises(ValueError, match="train_offset must be a non-negative integer"):
+        train(train_config(world, tmp_path / "neg", train_offset=-1, **kw))
 
 
 def test_runs_saved_before_bucketing_count_as_random():

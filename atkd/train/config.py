@@ -63,6 +63,9 @@ class TrainConfig:
     # train on the first N examples of train_data only: a smaller instruction set of the same world (the
     # records are in random order), read against a teacher cache of the whole file
     train_limit: int | None = None
+    # skip the first N examples first (then train_limit counts from there): e.g. students on records a
+    # teacher tuned with train_limit never saw; a teacher cache of the whole file is read at their rows
+    train_offset: int = 0
     model: str | None = None
     arch: str | None = None
     tokenizer: str | None = None  # defaults to `model`; required with `arch`
@@ -219,6 +222,12 @@ class TrainConfig:
                 not isinstance(value, int) or value < (0 if key == "warmup_steps" else 1)
             ):
                 raise ValueError(f"{key} must be a positive integer or null, got {value!r}")
+        if (
+            isinstance(self.train_offset, bool)
+            or not isinstance(self.train_offset, int)
+            or self.train_offset < 0
+        ):
+            raise ValueError(f"train_offset must be a non-negative integer, got {self.train_offset!r}")
         if any(not isinstance(s, int) or s < 1 for s in self.save_hf_at):
             raise ValueError(f"save_hf_at must be a list of positive step numbers, got {self.save_hf_at!r}")
         bad = [e for e in self.save_hf_at_epochs if isinstance(e, bool) or not isinstance(e, int | float)]

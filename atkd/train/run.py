@@ -68,10 +68,15 @@ def setup_run(cfg: TrainConfig, procs: Processes) -> Run:
     loss_fn = build_loss(cfg.loss)
     train_set = load_examples(cfg.train_data, tokenizer, cfg.max_length)
     teacher, cache = load_teacher(cfg, loss_fn.config.needs_teacher, model, tokenizer, device, train_set)
-    if cfg.train_limit is not None:  # after the cache's check, which is against the whole file
-        if cfg.train_limit > len(train_set):
-            raise ValueError(f"train_limit {cfg.train_limit}: {cfg.train_data} has {len(train_set)} examples")
-        train_set = train_set[: cfg.train_limit]
+    # after the cache's check, which is against the whole file
+    start, stop = cfg.train_offset, None if cfg.train_limit is None else cfg.train_offset + cfg.train_limit
+    if (start and start >= len(train_set)) or (stop is not None and stop > len(train_set)):
+        asked = [f"train_offset {start}"] if start else []
+        asked += [] if cfg.train_limit is None else [f"train_limit {cfg.train_limit}"]
+        raise ValueError(f"{' + '.join(asked)}: {cfg.train_data} has {len(train_set)} examples")
+    train_set = train_set[start:stop]
+    if cache is not None:
+        cache.skip(start)
     models = [m for m in (model, teacher) if m is not None]
     if cfg.fused_head:
         for m in models:
@@ -93,7 +98,7 @@ def setup_run(cfg: TrainConfig, procs: Processes) -> Run:
             shard(m, procs, device)
     teacher_set = None
     if sampling.source == "teacher":
-        teacher_set = load_examples(cfg.teacher_data, tokenizer, cfg.max_length)[: cfg.train_limit]
+        teacher_set = load_examples(cfg.teacher_data, tokenizer, cfg.max_length)[start:stop]
         check_aligned(train_set, teacher_set, cfg.teacher_data)
     valid_set = load_examples(cfg.valid_data, tokenizer, cfg.max_length) if cfg.valid_data else None
     if valid_set is not None and cfg.valid_limit:

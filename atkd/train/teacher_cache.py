@@ -282,6 +282,11 @@ class TeacherCache:
         if problems:
             raise ValueError(f"teacher cache {self.path} does not match this run: " + "; ".join(problems))
 
+    def skip(self, n: int) -> None:
+        """Read example i at the cache's example n + i from now on (a run that skips the first n records
+        of the file the cache was built on; `train_offset`)."""
+        self.offsets = self.offsets[n:]
+
     def rows(self, indices: list[int]) -> torch.Tensor | SparseTeacher:
         """The teacher at the targets of examples `indices`, concatenated in that order as one row: logits
         `[1, N, V]` (float32) or a sparse cache's fields `[1, N, ...]`. A batch whose target positions,
