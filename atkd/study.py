@@ -401,6 +401,7 @@ class Study:
             f" --n-pretrain {w['n_pretrain']} --n-fewshot {w['n_fewshot']}"
             + (f" --n-pretrain-qa {w['n_pretrain_qa']}" if w.get("n_pretrain_qa") else "")
             + (f" --pretrain-line-breaks {breaks}" if breaks else "")
+            + (f" --reference-noise {w['reference_noise']}" if w.get("reference_noise") else "")
         )
 
     @property

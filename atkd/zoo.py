@@ -49,8 +49,10 @@ WORLD_FIELDS = (
     "n_fewshot",
     "n_pretrain_qa",
     "pretrain_line_breaks",
+    "reference_noise",
 )
-OPTIONAL_WORLD_FIELDS = {"n_pretrain_qa": 0, "pretrain_line_breaks": 0}  # the value a world without it has
+# The value a world without the field has (a zoo manifest written before the field existed lacks it).
+OPTIONAL_WORLD_FIELDS = {"n_pretrain_qa": 0, "pretrain_line_breaks": 0, "reference_noise": 0}
 # The world's files a zoo records the hashes of (what its models were trained on); a world has the .txt
 # pair of pre-training files or, with pretrain_line_breaks, the .jsonl pair.
 WORLD_FILES = ("train.jsonl", "valid.jsonl", "pretrain.txt", "pretrain_valid.txt", "kb.json")

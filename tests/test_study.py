@@ -240,7 +240,7 @@ def test_line_breaks_route_every_pre_training_job_to_the_jsonl_corpus():
     assert broken.pretrain_files == (f"{world}/pretrain.jsonl", f"{world}/pretrain_valid.jsonl")
 
 
-def test_the_world_command_names_question_answer_documents_only_when_asked():
+def test_the_world_command_names_qa_documents_and_reference_noise_only_when_asked():
     """Without `n_pretrain_qa` the world job's command is what it was (an existing results folder keeps
     its world); with it, `atkd world` adds them."""
     plain = study().world_command()
@@ -250,6 +250,9 @@ def test_the_world_command_names_question_answer_documents_only_when_asked():
         study(world={**SMOKE["world"], "n_pretrain_qa": 500}).world_command()
         == plain + " --n-pretrain-qa 500"
     )
+    assert study(world={**SMOKE["world"], "reference_noise": 0}).world_command() == plain
+    noisy = study(world={**SMOKE["world"], "reference_noise": 0.3}).world_command()
+    assert noisy == plain + " --reference-noise 0.3"
 
 
 def test_disjoint_records_for_teacher_and_student_reach_their_commands():

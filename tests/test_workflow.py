@@ -285,6 +285,7 @@ SCHEMA_ERRORS = [
         _set("world", "pretrain_line_breaks", 1.5),
         r"^world.pretrain_line_breaks: 1.5 is greater than the maximum of 1$",
     ),
+    (_set("world", "reference_noise", 1), r"^world.reference_noise: 1 is "),
 ]
 
 

@@ -202,6 +202,8 @@ def test_a_world_field_added_later_compares_at_its_default(tmp_path):
     with pytest.raises(zoo.ZooError, match=r"pretrain_line_breaks 0.5 \(zoo: 0\)"):  # a field added later
         zoo.check_world(z, {**WORLD, "pretrain_line_breaks": 0.5}, WORLD_VERSION)
     zoo.check_world(z, {**WORLD, "pretrain_line_breaks": 0.0}, WORLD_VERSION)
+    with pytest.raises(zoo.ZooError, match=r"reference_noise 0.3 \(zoo: 0\)"):
+        zoo.check_world(z, {**WORLD, "reference_noise": 0.3}, WORLD_VERSION)
 
 
 def test_built_on_names_the_machine_that_decides_the_weights():

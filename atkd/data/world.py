@@ -4,6 +4,8 @@
 
     kb.json                 the knowledge base and the known answer distributions (ground truth)
     train.jsonl valid.jsonl instruction records {id, family, instruction, input, output, judge[, answer_dist]}
+                            with reference_noise, that share of train.jsonl's checkable records has a
+                            wrong answer and `"noisy": true` (`atkd.data.noise`); valid.jsonl stays clean
     pretrain.txt            plain text, one document per line, no template (every model's pre-training);
                             with n_pretrain_qa, also that many "Q: ... A: ..." lines (`qa_documents`)
     pretrain_valid.txt      held-out plain text of the same kinds (pre-training validation loss)
@@ -39,6 +41,7 @@ from typing import Any
 from atkd.data.families import FAMILIES, STOCHASTIC_FAMILIES, TRAIN_MIX, Record, WorldContext
 from atkd.data.jsonl import dumps_jsonl
 from atkd.data.kb import build_kb
+from atkd.data.noise import add_reference_noise
 from atkd.data.pretrain import break_lines, generate_pretrain
 from atkd.data.suites import (
     BBH_TASKS,
@@ -190,6 +193,11 @@ def qa_documents(rng: random.Random, ctx: WorldContext, n: int, held_out: set[st
     raise RuntimeError(f"only {len(docs)} of {n} question-answer documents have a held-out prompt")
 
 
+def _noisy_counts(records: list[Record]) -> dict[str, int]:
+    """Training records with a wrong reference, per family (families without any are left out)."""
+    return dict(sorted(Counter(r["family"] for r in records if r.get("noisy")).items()))
+
+
 def chance_csv(suites: Mapping[str, list[Record]], limit: int | None = None) -> str:
     """The chance table (task, chance, definition) of suites' records, on the first `limit` of each (the
     documents an evaluation with that limit scores)."""
@@ -217,6 +225,7 @@ def generate_world(
     n_fewshot: int = DEFAULTS["n_fewshot"],
     n_pretrain_qa: int = 0,
     pretrain_line_breaks: float = 0.0,
+    reference_noise: float = 0.0,
 ) -> dict[str, Any]:
     """Generate the world into `out_dir` and return its manifest (also written as `manifest.json`).
 
@@ -225,12 +234,16 @@ def generate_world(
     documents to pretrain.txt (`qa_documents`; 0, the default, leaves every file as before).
     `pretrain_line_breaks` > 0 puts the sentences of that share of the prose documents on separate lines
     and writes the pre-training text as JSON lines (`pretrain_files`; 0, the default, leaves every file as
-    before). Deterministic in all arguments.
+    before). `reference_noise` > 0 gives that share of the training records with a checkable answer a
+    wrong one (`atkd.data.noise`; its own random stream, so nothing else changes). Deterministic in all
+    arguments.
     """
     if n_pretrain_qa < 0:
         raise ValueError(f"n_pretrain_qa must be at least 0, got {n_pretrain_qa}")
     if not 0.0 <= pretrain_line_breaks <= 1.0:
         raise ValueError(f"pretrain_line_breaks must be between 0 and 1, got {pretrain_line_breaks}")
+    if not 0.0 <= reference_noise < 1.0:
+        raise ValueError(f"reference_noise must be at least 0 and below 1, got {reference_noise}")
     for name, value in (
         ("n_train", n_train),
         ("n_valid", n_valid),
@@ -276,6 +289,8 @@ def generate_world(
         rng_for("train"), ctx, n_train, TRAIN_MIX, "base", False, reserved, "train", False
     )
     add_jsonl("valid.jsonl", valid)
+    if reference_noise:  # answers only: the prompts, and so the pre-training Q&A below, stay as they were
+        train = add_reference_noise(train, rng_for("train-noise"), reference_noise)
     add_jsonl("train.jsonl", train)
     pretrain_docs, mentions = generate_pretrain(rng_for("pretrain"), ctx, n_pretrain)
     if n_pretrain_qa:  # questions answered in plain text, as a pre-training corpus holds them
@@ -322,6 +337,7 @@ def generate_world(
             "n_fewshot": n_fewshot,
             **({"n_pretrain_qa": n_pretrain_qa} if n_pretrain_qa else {}),
             **({"pretrain_line_breaks": pretrain_line_breaks} if pretrain_line_breaks else {}),
+            **({"reference_noise": reference_noise} if reference_noise else {}),
         },
         "kb": {
             "countries": len(kb["countries"]),
@@ -344,6 +360,7 @@ def generate_world(
             **{name: {"kind": "understanding", **info} for name, info in UNDERSTANDING_SUITES.items()},
         },
         "family_counts": family_counts,
+        **({"noisy_train_counts": _noisy_counts(train)} if reference_noise else {}),
         "size": {
             "train_prompt_chars": train_prompt_chars,
             "train_response_chars": train_response_chars,
@@ -381,6 +398,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         n_fewshot=args.n_fewshot,
         n_pretrain_qa=args.n_pretrain_qa,
         pretrain_line_breaks=args.pretrain_line_breaks,
+        reference_noise=args.reference_noise,
     )
     size = manifest["size"]
     kb = manifest["kb"]
@@ -433,6 +451,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="share of prose pre-training documents with one sentence per line (> 0: pretrain.jsonl)",
+    )
+    p.add_argument(
+        "--reference-noise",
+        type=float,
+        default=0.0,
+        help="share of checkable training records given a wrong answer (0 <= x < 1; valid stays clean)",
     )
     p.set_defaults(func=_run_cli)
     c = subparsers.add_parser(
