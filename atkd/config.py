@@ -495,6 +495,13 @@ def check_study(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"teachers.{name}.{key}: student only (a teacher used as it is: finetune: false)"
             )
+        if entry.get("references", "world") == "clean" and (
+            entry.get("finetune", True) is False or not config.get("world", {}).get("reference_noise")
+        ):
+            raise ConfigError(
+                f"teachers.{name}.references: clean tunes the teacher on the true answers, which exist only"
+                " when world.reference_noise > 0, and a finetune: false teacher is not tuned here"
+            )
         if "pretrain" in entry and ("arch" not in entry or "teacher_pretrain" not in config):
             raise ConfigError(
                 f"teachers.{name}.pretrain: only a teacher built from `arch` is pre-trained, and only when"
@@ -536,6 +543,12 @@ def check_study(config: Mapping[str, Any]) -> None:
         )
     if "finetune" in student:
         raise ConfigError("student.finetune: teachers only (the student base is trained or used as it is)")
+    for section in ("student", "teacher_train", "teacher_pretrain", "distill"):
+        if "references" in config.get(section, {}):
+            raise ConfigError(
+                f"{section}.references: teachers only (a teacher's entry under `teachers:`; students"
+                " always distil on the world's train.jsonl)"
+            )
     if "data" in config and config["evaluation"]["suites"]:
         raise ConfigError(
             "evaluation.suites: the synthetic world's suites need `world:`; with `data:` use instruct_sets"

@@ -33,7 +33,7 @@ from atkd.config import (
     method_variants,
     seed_count,
 )
-from atkd.data.world import pretrain_files
+from atkd.data.world import CLEAN_TRAIN, pretrain_files
 from atkd.fsutil import epoch_dir_name
 from atkd.losses import parse_spec
 from atkd.train.sampling import SamplingConfig, parse_sampling
@@ -420,8 +420,12 @@ class Study:
         )
         if "model" in t:
             return f"atkd tokenizer --from-model {shlex.quote(t['model'])} --out {out}"
+        # With reference_noise, on the true answers: the same text as the world without noise, so that
+        # the noise does not change the tokenizer (nor the pre-trained bases that depend on it).
+        noisy = not self.real_data and self.config["world"].get("reference_noise")
+        train = CLEAN_TRAIN if noisy else "train.jsonl"
         return (
-            f"atkd tokenizer --train {world}/train.jsonl {shlex.quote(self.pretrain_files[0])}"
+            f"atkd tokenizer --train {world}/{train} {shlex.quote(self.pretrain_files[0])}"
             f" --vocab-size {t['vocab_size']} --out {out}"
         )
 
@@ -436,11 +440,19 @@ class Study:
             return f"atkd export-model --model {model}{early} --out {self.paths.teachers}/{teacher}"
         return f"{self.train_command('teacher')} {self.teacher_train_args(teacher)}"
 
+    def teacher_references(self, teacher: str) -> str:
+        """The world file a teacher is instruction-tuned on: train.jsonl, or with `references: clean` the
+        true answers of its records (train_clean.jsonl, written when the world has reference_noise)."""
+        clean = self.config["teachers"][teacher].get("references", "world") == "clean"
+        return CLEAN_TRAIN if clean else "train.jsonl"
+
     def teacher_train_args(self, teacher: str) -> str:
         """`atkd train` arguments of a teacher's instruction tuning, from its pre-trained base if any."""
         p = self.paths
         spec = {
-            k: v for k, v in self.config["teachers"][teacher].items() if k not in ("pretrain", "finetune")
+            k: v
+            for k, v in self.config["teachers"][teacher].items()
+            if k not in ("pretrain", "finetune", "references")
         }
         if self.teacher_pretrain(teacher):
             spec = {k: v for k, v in spec.items() if k != "arch"}
@@ -451,7 +463,7 @@ class Study:
             self.config["teacher_train"],
             spec,
             output_dir=f"{p.teachers}/{teacher}",
-            train_data=f"{p.world}/train.jsonl",
+            train_data=f"{p.world}/{self.teacher_references(teacher)}",
             valid_data=f"{p.world}/valid.jsonl",
             seed=self.data_seed,
             threads=self.config["threads"],

@@ -54,9 +54,10 @@ WORLD_FIELDS = (
 # The value a world without the field has (a zoo manifest written before the field existed lacks it).
 OPTIONAL_WORLD_FIELDS = {"n_pretrain_qa": 0, "pretrain_line_breaks": 0, "reference_noise": 0}
 # The world's files a zoo records the hashes of (what its models were trained on); a world has the .txt
-# pair of pre-training files or, with pretrain_line_breaks, the .jsonl pair.
+# pair of pre-training files or, with pretrain_line_breaks, the .jsonl pair, and with reference_noise
+# the true answers (train_clean.jsonl).
 WORLD_FILES = ("train.jsonl", "valid.jsonl", "pretrain.txt", "pretrain_valid.txt", "kb.json")
-WORLD_FILES += ("pretrain.jsonl", "pretrain_valid.jsonl")
+WORLD_FILES += ("pretrain.jsonl", "pretrain_valid.jsonl", "train_clean.jsonl")
 
 
 class ZooError(ValueError):

@@ -31,8 +31,11 @@ def worlds(tmp_path_factory):
 
 def test_only_train_answers_change_and_the_manifest_counts_them(worlds):
     root, clean, noisy = worlds
-    changed = {rel for rel in noisy["files"] if noisy["files"][rel] != clean["files"][rel]}
-    assert changed == {"train.jsonl"}
+    changed = {rel for rel in noisy["files"] if noisy["files"][rel] != clean["files"].get(rel)}
+    assert changed == {"train.jsonl", "train_clean.jsonl"} and "train_clean.jsonl" not in clean["files"]
+    # the true answers: byte for byte the train.jsonl of the world without noise
+    true_answers = (root / "noisy" / "train_clean.jsonl").read_bytes()
+    assert true_answers == (root / "clean" / "train.jsonl").read_bytes()
     assert noisy["params"]["reference_noise"] == 0.3 and "reference_noise" not in clean["params"]
     assert "noisy_train_counts" not in clean
     before, after = _load(root / "clean" / "train.jsonl"), _load(root / "noisy" / "train.jsonl")

@@ -268,3 +268,23 @@ def test_disjoint_records_for_teacher_and_student_reach_their_commands():
     assert "--set train_limit=32" in s.teacher_train_args(teacher)
     sft = next(r for r in s.runs() if r.method == "sft")
     assert "train_offset" not in s.distill_args(sft)
+
+
+def test_a_teacher_told_the_true_answers_tunes_on_them_and_students_on_the_noisy_file():
+    """`references: clean` on a teacher: its `atkd train` reads train_clean.jsonl; the other teachers and
+    every student read the world's train.jsonl. The tokenizer of a noisy world is trained on the true
+    answers."""
+    cfg = copy.deepcopy(SMOKE)
+    cfg["world"] = {**cfg["world"], "reference_noise": 0.3}
+    told, other = list(cfg["teachers"])[:2]
+    cfg["teachers"][told] = {**cfg["teachers"][told], "references": "clean"}
+    s = Study(cfg)
+    world = s.paths.world
+    assert f'train_data="{world}/train_clean.jsonl"' in s.teacher_train_args(told)
+    assert "references" not in s.teacher_train_args(told)
+    assert f'train_data="{world}/train.jsonl"' in s.teacher_train_args(other)
+    run = next(r for r in s.runs() if r.method == "kd" and r.teacher == told)
+    assert f"{world}/train.jsonl" in s.distill_args(run) and "train_clean" not in s.distill_args(run)
+    # the tokenizer learns the true answers too, so the noise leaves it (and the bases) as they were
+    assert f"--train {world}/train_clean.jsonl " in s.tokenizer_command()
+    assert f"--train {world}/train.jsonl " in study().tokenizer_command()

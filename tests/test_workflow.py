@@ -213,6 +213,20 @@ CONFIG_ERRORS = [
     (_set("student", "layers", [0, 1]), r"student.layers: a layer subset is cut from a checkpoint"),
     (_set("teachers", "neox-64x2", "layers", [0]), r"teachers.neox-64x2.layers: student only"),
     (
+        _set("teachers", "neox-64x2", "references", "clean"),  # the smoke world has no reference_noise
+        r"teachers.neox-64x2.references: clean tunes the teacher on the true answers, which exist only when",
+    ),
+    (
+        _chain(
+            _set("world", "reference_noise", 0.3),
+            _set("teachers", "neox-64x2", lambda tmp: {"model": str(_model_dir(tmp)), "finetune": False}),
+            _set("teachers", "neox-64x2", "references", "clean"),
+            _set("methods", "kd_early", "teachers", ["neox-48x2"]),
+        ),
+        r"teachers.neox-64x2.references: .*a finetune: false teacher is not tuned here",
+    ),
+    (_set("distill", "references", "clean"), r"^distill.references: teachers only"),
+    (
         _set("probes", lambda tmp: {"data": [str(tmp / "absent.jsonl")]}),
         r"probes.data\[0\]: .*absent.jsonl",
     ),
@@ -286,6 +300,10 @@ SCHEMA_ERRORS = [
         r"^world.pretrain_line_breaks: 1.5 is greater than the maximum of 1$",
     ),
     (_set("world", "reference_noise", 1), r"^world.reference_noise: 1 is "),
+    (
+        _set("teachers", "neox-64x2", "references", "gold"),
+        r"^teachers.neox-64x2.references: 'gold' is not allowed.*; valid: world, clean$",
+    ),
 ]
 
 

@@ -6,6 +6,8 @@
     train.jsonl valid.jsonl instruction records {id, family, instruction, input, output, judge[, answer_dist]}
                             with reference_noise, that share of train.jsonl's checkable records has a
                             wrong answer and `"noisy": true` (`atkd.data.noise`); valid.jsonl stays clean
+    train_clean.jsonl       with reference_noise, train.jsonl with every true answer (the train.jsonl of
+                            the world without noise): what a teacher with `references: clean` tunes on
     pretrain.txt            plain text, one document per line, no template (every model's pre-training);
                             with n_pretrain_qa, also that many "Q: ... A: ..." lines (`qa_documents`)
     pretrain_valid.txt      held-out plain text of the same kinds (pre-training validation loss)
@@ -73,6 +75,7 @@ DEFAULTS: dict[str, int] = {
 CHARS_PER_TOKEN = 3.2
 PRETRAIN_CHARS_PER_TOKEN = 2.8
 _MAX_TRIES = 2_000
+CLEAN_TRAIN = "train_clean.jsonl"  # with reference_noise: train.jsonl's records with their true answers
 
 
 def pretrain_files(line_breaks: float = 0.0) -> tuple[str, str]:
@@ -290,6 +293,7 @@ def generate_world(
     )
     add_jsonl("valid.jsonl", valid)
     if reference_noise:  # answers only: the prompts, and so the pre-training Q&A below, stay as they were
+        add_jsonl(CLEAN_TRAIN, train)  # the true answers, for a teacher told them (`references: clean`)
         train = add_reference_noise(train, rng_for("train-noise"), reference_noise)
     add_jsonl("train.jsonl", train)
     pretrain_docs, mentions = generate_pretrain(rng_for("pretrain"), ctx, n_pretrain)
