@@ -1,11 +1,10 @@
 """Wrong references in a share of the training records, as human-written instruction data has them.
 
 `add_reference_noise(records, rng, share)` picks `share` of the records with a checkable answer (judge
-kind other than `dist`) at random and gives each a wrong
-answer of the right form: the answer of a *donor*, another record of the same family whose answer
-differs and, unless the answer is a number, whose instruction has the same skeleton (names and numbers
-masked) and the same `attribute`. How the answer changes goes by
-the record's judge kind:
+kind other than `dist`) at random and gives each a wrong answer of the right form: the answer of a
+*donor*, another record of the same family whose answer differs and, unless the answer is a number,
+whose instruction has the same skeleton (names and numbers masked) and the same `attribute`. How the
+answer changes goes by the record's judge kind:
 
     exact   one key (a random one of several) replaced, as a whole word, by the donor's key in that slot
             ("Rusa likes yellow." -> "Rusa likes blue."), both keys of one type (number or word)
@@ -13,11 +12,11 @@ the record's judge kind:
     list    the whole output replaced by the donor's ("f, j, c, d" -> "t, c, p")
     dist    untouched: a stochastic answer is one sample of many already
 
-The record's `judge` is kept (it states the true answer); a noisy record carries `"noisy": true`. A
-record with no donor stays clean, so the share of noisy records can fall short of `share`; the world's
-manifest counts them per family. A model tuned on these records sees one wrong label where the truth
-it learnt in pre-training (facts) or from the other records (skills) says otherwise, which is what a
-teacher's distribution can correct and a single reference cannot.
+The record's `judge` is kept as it was (its keys name the true answer); a noisy record carries
+`"noisy": true`. A drawn record with no donor stays clean, so the share of noisy records can fall short
+of `share`; the world's manifest counts them per family. A single wrong reference is what a teacher that
+knows the truth can correct and SFT cannot; whether a teacher knows it is measured, not assumed
+(docs/results/reference-noise-2026-12-07).
 """
 
 from __future__ import annotations
