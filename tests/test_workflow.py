@@ -674,3 +674,31 @@ def test_the_extended_overlay_adds_four_methods_at_the_largest_teacher():
     (report,) = [c for c in _commands(out) if c.startswith("atkd report")]
     asked = '[{"a": "trl_gkd", "b": "gkd", "teacher": "neox-208x6", "variant": "both"}'
     assert f"--comparisons '{asked}" in report
+
+
+@pytest.mark.e2e
+def test_a_teacher_told_the_true_answers_is_tuned_on_them_by_the_workflow(tmp_path):
+    """A noisy world (`reference_noise`) with one teacher given `references: clean`: the workflow writes
+    the true answers, trains the tokenizer on them, and tunes that teacher on them (its train config names
+    train_clean.jsonl); the other teacher is tuned on the noisy train.jsonl."""
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    told, other = list(smoke["teachers"])[:2]
+    teachers = {**smoke["teachers"], told: {**smoke["teachers"][told], "references": "clean"}}
+    cfg = smoke_config(tmp_path, world={**smoke["world"], "reference_noise": 0.3}, teachers=teachers)
+    results = tmp_path / "results"
+    targets = [str(results / "models" / "teachers" / t / "train_summary.json") for t in (told, other)]
+    out = snakemake("--cores", "2", *targets, "--configfile", str(cfg), timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    world = results / "world"
+    noisy = [json.loads(line) for line in (world / "train.jsonl").read_text().splitlines()]
+    clean = [json.loads(line) for line in (world / "train_clean.jsonl").read_text().splitlines()]
+    assert any(r.get("noisy") for r in noisy) and not any(r.get("noisy") for r in clean)
+    assert [r["id"] for r in noisy] == [r["id"] for r in clean]
+
+    def train_data(teacher: str) -> str:
+        return json.loads((results / "models" / "teachers" / teacher / "train_config.json").read_text())[
+            "train_data"
+        ]
+
+    assert train_data(told) == str(world / "train_clean.jsonl")
+    assert train_data(other) == str(world / "train.jsonl")
