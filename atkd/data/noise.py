@@ -27,7 +27,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-Record = dict[str, Any]
+from atkd.data.families import Record
+
 _MASK = re.compile(r"\b(?:[A-Z][a-z]+|\d+)\b")
 
 
@@ -103,7 +104,7 @@ def add_reference_noise(
             if j == i:
                 continue
             wrong = wrong_output(rec, records[j], rng)
-            if wrong is not None and wrong != rec["output"]:
+            if wrong is not None:  # never the output itself: the donor's answer differs
                 out[i] = {**rec, "output": wrong, "noisy": True}
                 break
     return out
