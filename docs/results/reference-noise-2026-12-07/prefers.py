@@ -19,17 +19,15 @@ from collections import defaultdict
 import torch
 
 from atkd.models.ladder import load_model, load_tokenizer
-from atkd.train.data import IGNORE_INDEX, collate, encode_record
+from atkd.train.data import IGNORE_INDEX, Example, collate, encode_record
 
 
 @torch.no_grad()
-def logprobs(model: torch.nn.Module, tokenizer, records: list[dict]) -> torch.Tensor:
-    """Summed log-probability of each record's response tokens, in batches of 64."""
+def summed_logprobs(model: torch.nn.Module, pad_id: int, examples: list[Example]) -> torch.Tensor:
+    """Summed log-probability of each example's label tokens (after the shift), in batches of 64."""
     out = []
-    for start in range(0, len(records), 64):
-        batch = collate(
-            [encode_record(r, tokenizer, 256) for r in records[start : start + 64]], tokenizer.pad_token_id
-        )
+    for start in range(0, len(examples), 64):
+        batch = collate(examples[start : start + 64], pad_id)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logp = torch.log_softmax(logits[:, :-1].float(), -1)
         labels = batch["labels"][:, 1:]
@@ -39,8 +37,13 @@ def logprobs(model: torch.nn.Module, tokenizer, records: list[dict]) -> torch.Te
     return torch.cat(out)
 
 
+def logprobs(model: torch.nn.Module, tokenizer, records: list[dict]) -> torch.Tensor:
+    """Summed log-probability of each record's response tokens (+ EOS) under the prompt template."""
+    examples = [encode_record(r, tokenizer, 256) for r in records]
+    return summed_logprobs(model, tokenizer.pad_token_id, examples)
+
+
 def main(noisy_path: str, clean_path: str, tokenizer_dir: str, start: int, n: int, models: list[str]) -> None:
-    torch.manual_seed(0)
     noisy = [json.loads(line) for line in open(noisy_path, encoding="utf-8")]
     clean = [json.loads(line) for line in open(clean_path, encoding="utf-8")]
     picked = [i for i, r in enumerate(noisy) if i >= start and r.get("noisy")][:n]
