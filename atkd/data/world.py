@@ -460,7 +460,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "--reference-noise",
         type=float,
         default=0.0,
-        help="share of checkable training records given a wrong answer (0 <= x < 1; valid stays clean)",
+        help="share of checkable training records drawn for a wrong answer (0 <= x < 1; valid stays clean)",
     )
     p.set_defaults(func=_run_cli)
     c = subparsers.add_parser(
