@@ -463,7 +463,7 @@ def _commands(out) -> list[str]:
         (
             "config/default.yaml",
             "neox-208x6",
-            {"kd": ("epochs", 4), "kd_b2": ("epochs", 8)},
+            {"kd": ("epochs", 6), "kd_b2": ("epochs", 12)},
         ),
     ],
 )
