@@ -4,8 +4,7 @@ before it (same world, zoo, teachers and documents; only the students' epochs ch
     python speed.py workflow_time.csv ../default-2026-12-07c/workflow_time.csv > speed.txt
 
 A ratio above 1 means the same work took more CPU seconds here: a slower machine (the project's machine is
-shared), not a slower code path. It is what turns this run's wall time into the one the run before would
-have seen, an estimate, stated as one.
+shared), not a slower code path.
 """
 
 from __future__ import annotations
